@@ -1,0 +1,342 @@
+"""The posecli command line: parse flags, build settings, call one function. Torch is imported lazily."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from posecli.errors import PoseCliError
+
+
+class _Group(TyperGroup):
+    """Root command group: a PoseCliError anywhere ends the command with one line on stderr and exit 2."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PoseCliError as exc:
+            _echo_err(str(exc))
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            _echo_err("interrupted")
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="posecli",
+    help="Fine-tune and evaluate top-down HRNet heatmap pose estimators (MMPose-compatible numbers and checkpoints).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+presets_app = typer.Typer(help="List and show the shipped presets.", no_args_is_help=True)
+app.add_typer(presets_app, name="presets")
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class PostProcess(str, Enum):
+    default = "default"
+    unbiased = "unbiased"
+    none = "none"
+
+
+PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="Shipped preset name or path to a preset YAML.")]
+KeypointsOpt = Annotated[
+    int | None,
+    typer.Option("--keypoints", help="Number of keypoints of the head (overrides model.head.out_channels)."),
+]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="auto picks CUDA when available.")]
+PrintConfigOpt = Annotated[bool, typer.Option("--print-config", help="Print the resolved settings as YAML and exit.")]
+
+
+def _echo_err(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+def build_settings(preset: str, overrides: dict[str, Any]) -> Any:
+    """Load a preset and apply flag overrides (flags win); validation errors become PoseCliError."""
+    from posecli.settings import load_settings
+
+    return load_settings(preset, overrides)
+
+
+def _print_config(settings: Any) -> None:
+    from posecli.settings import settings_to_yaml
+
+    typer.echo(settings_to_yaml(settings), nl=False)
+
+
+# ---------------------------------------------------------------------------------------------- presets
+@presets_app.command("list")
+def presets_list() -> None:
+    """List the shipped presets with their keypoint count and input size."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from posecli.settings import list_presets, load_settings
+
+    table = Table("preset", "dataset", "keypoints", "input (w x h)", "load_from / pretrained")
+    for name in list_presets():
+        s = load_settings(name)
+        source = s.train.load_from or (f"pretrained: {s.train.pretrained}" if s.train.pretrained else "-")
+        table.add_row(
+            name,
+            str(s.dataset),
+            str(s.model.head.out_channels),
+            "x".join(map(str, s.data.image_size)),
+            source,
+        )
+    Console().print(table)
+
+
+@presets_app.command("show")
+def presets_show(name: Annotated[str, typer.Argument(help="Preset name or path.")]) -> None:
+    """Print a preset's resolved settings and its dataset metadata summary."""
+    from posecli.datasets.meta import resolve_meta
+
+    settings = build_settings(name, {})
+    _print_config(settings)
+    ann = settings.data.train_ann or settings.data.val_ann
+    if settings.dataset is None and ann is None:
+        typer.echo("# dataset: inferred from the training annotations' categories when they are given")
+        return
+    meta = resolve_meta(settings.dataset, ann)
+    typer.echo(
+        f"# dataset meta '{meta.name}': {meta.num_keypoints} keypoints, {len(meta.flip_pairs)} flip pairs, "
+        f"parts {', '.join(f'{k}[{a}:{b}]' for k, (a, b) in meta.parts.items())}"
+    )
+    for note in meta.notes:
+        typer.echo(f"# note: {note}")
+
+
+# -------------------------------------------------------------------------------------- convert-dataset
+@app.command("convert-dataset")
+def convert_dataset(
+    src: Annotated[str | None, typer.Argument(help="Source file or folder (not needed for --from synthetic).")] = None,
+    from_format: Annotated[
+        str | None,
+        typer.Option("--from", help="coco-wholebody | yolo-pose | labelme | deeplabcut | synthetic"),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output COCO JSON (a folder for synthetic).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Validate SRC as a COCO keypoint file.")] = False,
+    img_dir: Annotated[Path | None, typer.Option("--img-dir", help="Image folder (for --check).")] = None,
+    parts: Annotated[str | None, typer.Option("--parts", help="coco-wholebody: parts to keep, e.g. body,foot")] = None,
+    num_images: Annotated[int, typer.Option("--num-images", help="synthetic: number of images.")] = 100,
+    keypoints: Annotated[str, typer.Option("--keypoints", help="synthetic: coco | body_foot")] = "coco",
+    image_size: Annotated[int, typer.Option("--image-size", help="synthetic: image side in pixels.")] = 256,
+    seed: Annotated[int, typer.Option("--seed", help="synthetic: random seed.")] = 0,
+    margin: Annotated[float, typer.Option("--margin", help="Box margin around points, fraction of size.")] = 0.1,
+    allow_outside_img_dir: Annotated[
+        bool, typer.Option("--allow-outside-img-dir", help="Accept image paths escaping --img-dir.")
+    ] = False,
+) -> None:
+    """Convert other keypoint formats to COCO, generate synthetic people, or --check a COCO file."""
+    from posecli.datasets import convert
+
+    convert.run_convert_command(
+        src=src,
+        from_format=from_format,
+        out=out,
+        check=check,
+        img_dir=img_dir,
+        parts=parts,
+        num_images=num_images,
+        keypoints=keypoints,
+        image_size=image_size,
+        seed=seed,
+        margin=margin,
+        allow_outside_img_dir=allow_outside_img_dir,
+    )
+
+
+# ----------------------------------------------------------------------------------- inspect-checkpoint
+@app.command("inspect-checkpoint")
+def inspect_checkpoint(
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint path, file:// or http(s):// URL.")],
+    preset: Annotated[str | None, typer.Option("--preset", "-p", help="Show the load plan into this preset.")] = None,
+    keypoints: KeypointsOpt = None,
+    keypoint_map: Annotated[
+        Path | None, typer.Option("--keypoint-map", help="YAML/JSON {new_name: old_name} for the transplant.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="Download cache (default $POSECLI_CACHE or ~/.cache/posecli)."),
+    ] = None,
+) -> None:
+    """Describe a checkpoint; with --preset, show what finetune --load-from would do with it."""
+    from posecli import checkpoints
+
+    settings = None
+    if preset is not None:
+        settings = build_settings(preset, {"model.head.out_channels": keypoints} if keypoints else {})
+    checkpoints.run_inspect_command(
+        checkpoint, settings=settings, keypoint_map=keypoint_map, as_json=as_json, cache_dir=cache_dir
+    )
+
+
+# ------------------------------------------------------------------------------------------------ finetune
+@app.command("finetune")
+def finetune(
+    preset: PresetOpt,
+    keypoints: KeypointsOpt = None,
+    load_from: Annotated[str | None, typer.Option("--load-from", help="Whole-model checkpoint (path/URL).")] = None,
+    pretrained: Annotated[str | None, typer.Option("--pretrained", help="Backbone-only checkpoint.")] = None,
+    keypoint_map: Annotated[str | None, typer.Option("--keypoint-map", help="{new_name: old_name} file.")] = None,
+    train_ann: Annotated[str | None, typer.Option("--train-ann", help="Training COCO keypoint file.")] = None,
+    train_img_dir: Annotated[str | None, typer.Option("--train-img-dir", help="Training images.")] = None,
+    val_ann: Annotated[str | None, typer.Option("--val-ann", help="Validation COCO keypoint file.")] = None,
+    val_img_dir: Annotated[str | None, typer.Option("--val-img-dir", help="Validation images.")] = None,
+    work_dir: Annotated[
+        Path | None, typer.Option("--work-dir", help="Output folder (default work_dirs/PRESET).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="train.total_epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Per-process batch size.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="train.optimizer.lr")] = None,
+    device: DeviceOpt = Device.auto,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            is_flag=False,
+            flag_value="auto",
+            help="Resume: bare flag = last.pth of the work dir, or a PATH.",
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="train.seed")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Data-loading worker processes.")] = None,
+    eval_interval: Annotated[int | None, typer.Option("--eval-interval", help="Evaluate every N epochs.")] = None,
+    amp: Annotated[str | None, typer.Option("--amp", help="auto | bf16 | fp16 | none")] = None,
+    compile_model: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile")] = None,
+    freeze_backbone_epochs: Annotated[int | None, typer.Option("--freeze-backbone-epochs")] = None,
+    freeze_bn: Annotated[bool | None, typer.Option("--freeze-bn/--no-freeze-bn")] = None,
+    backbone_lr_mult: Annotated[float | None, typer.Option("--backbone-lr-mult")] = None,
+    auto_scale_lr: Annotated[
+        int | None, typer.Option("--auto-scale-lr", help="Base batch for linear lr scaling.")
+    ] = None,
+    sync_bn: Annotated[bool | None, typer.Option("--sync-bn/--no-sync-bn")] = None,
+    grad_clip: Annotated[float | None, typer.Option("--grad-clip", help="Max gradient norm.")] = None,
+    print_config: PrintConfigOpt = False,
+) -> None:
+    """Fine-tune a model: load a checkpoint, swap the head, train, evaluate, keep last/best checkpoints."""
+    overrides: dict[str, Any] = {
+        "model.head.out_channels": keypoints,
+        "train.load_from": load_from,
+        "train.pretrained": pretrained,
+        "train.keypoint_map": keypoint_map,
+        "data.train_ann": train_ann,
+        "data.train_img_dir": train_img_dir,
+        "data.val_ann": val_ann,
+        "data.val_img_dir": val_img_dir,
+        "train.total_epochs": epochs,
+        "train.batch_size": batch_size,
+        "train.optimizer.lr": lr,
+        "train.seed": seed,
+        "train.workers": workers,
+        "train.eval_interval": eval_interval,
+        "train.amp": amp,
+        "train.compile": compile_model,
+        "train.freeze_backbone_epochs": freeze_backbone_epochs,
+        "train.freeze_bn": freeze_bn,
+        "train.backbone_lr_mult": backbone_lr_mult,
+        "train.auto_scale_lr": auto_scale_lr,
+        "train.sync_bn": sync_bn,
+        "train.grad_clip": grad_clip,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if load_from is not None or pretrained is not None:
+        # a source given on the command line replaces the preset's, never adds to it
+        overrides.setdefault("train.load_from", None)
+        overrides.setdefault("train.pretrained", None)
+    settings = build_settings(preset, overrides)
+    if print_config:
+        _print_config(settings)
+        return
+    from posecli.engine import train
+
+    preset_name = Path(preset).stem
+    train.run_finetune_command(
+        settings, work_dir=work_dir or Path("work_dirs") / preset_name, device=device.value, resume=resume
+    )
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+@app.command("evaluate")
+def evaluate(
+    checkpoint: Annotated[str | None, typer.Option("--checkpoint", "-c", help="Checkpoint path or URL.")] = None,
+    predictions: Annotated[
+        Path | None, typer.Option("--predictions", help="Score this results file instead of running a model.")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", "-p", help="Preset (default: the checkpoint's own).")
+    ] = None,
+    ann_file: Annotated[Path | None, typer.Option("--ann-file", help="COCO keypoint ground truth.")] = None,
+    img_dir: Annotated[Path | None, typer.Option("--img-dir", help="Image folder.")] = None,
+    bbox_file: Annotated[Path | None, typer.Option("--bbox-file", help="Person detections (COCO results).")] = None,
+    det_bbox_thr: Annotated[float | None, typer.Option("--det-bbox-thr", help="Detection score threshold.")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="coco | coco_wholebody | body_foot | META file (for --predictions)."),
+    ] = None,
+    keypoints: KeypointsOpt = None,
+    flip_test: Annotated[bool | None, typer.Option("--flip-test/--no-flip-test")] = None,
+    post_process: Annotated[PostProcess | None, typer.Option("--post-process")] = None,
+    modulate_kernel: Annotated[int | None, typer.Option("--modulate-kernel", help="DARK blur kernel (odd).")] = None,
+    shift_heatmap: Annotated[bool | None, typer.Option("--shift-heatmap/--no-shift-heatmap")] = None,
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="Write results.json, metrics.json.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    device: DeviceOpt = Device.auto,
+    per_keypoint: Annotated[bool, typer.Option("--per-keypoint", help="Also print the per-keypoint table.")] = False,
+    save_vis: Annotated[int, typer.Option("--save-vis", help="Draw predictions on N images into OUTPUT_DIR/vis.")] = 0,
+    vis_gt: Annotated[bool, typer.Option("--vis-gt", help="Also draw the ground truth.")] = False,
+    allow_outside_img_dir: Annotated[bool, typer.Option("--allow-outside-img-dir")] = False,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Download cache for URLs.")] = None,
+    print_config: PrintConfigOpt = False,
+) -> None:
+    """Evaluate a checkpoint on a COCO-format set (flip test, DARK), or score a results file."""
+    from posecli.engine import evaluate as evaluate_mod
+
+    test_overrides: dict[str, Any] = {
+        "model.head.out_channels": keypoints,
+        "data.bbox_file": str(bbox_file) if bbox_file else None,
+        "data.det_bbox_thr": det_bbox_thr,
+        "data.allow_outside_img_dir": allow_outside_img_dir or None,
+        "test.flip_test": flip_test,
+        "test.post_process": post_process.value if post_process else None,
+        "test.modulate_kernel": modulate_kernel,
+        "test.shift_heatmap": shift_heatmap,
+        "test.batch_size": batch_size,
+    }
+    evaluate_mod.run_evaluate_command(
+        checkpoint=checkpoint,
+        predictions=predictions,
+        preset=preset,
+        overrides={k: v for k, v in test_overrides.items() if v is not None},
+        ann_file=ann_file,
+        img_dir=img_dir,
+        dataset=dataset,
+        output_dir=output_dir,
+        device=device.value,
+        per_keypoint=per_keypoint,
+        save_vis=save_vis,
+        vis_gt=vis_gt,
+        cache_dir=cache_dir,
+        print_config=print_config,
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

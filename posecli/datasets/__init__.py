@@ -1,0 +1,1 @@
+"""Datasets: metadata, COCO-format top-down dataset, converters, synthetic people."""

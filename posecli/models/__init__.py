@@ -1,0 +1,1 @@
+"""Models: HRNet backbone, heatmap head, top-down model."""
