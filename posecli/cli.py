@@ -15,6 +15,15 @@ from posecli.errors import PoseCliError
 class _Group(TyperGroup):
     """Root command group: a PoseCliError anywhere ends the command with one line on stderr and exit 2."""
 
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        # `--resume` takes an optional value: a bare `--resume` means "the work dir's last.pth".
+        args = list(args)
+        for i, arg in enumerate(args):
+            if arg == "--resume" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+                args.insert(i + 1, "auto")
+                break
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
