@@ -138,16 +138,34 @@ def convert_dataset(
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output COCO JSON (a folder for synthetic).")] = None,
     check: Annotated[bool, typer.Option("--check", help="Validate SRC as a COCO keypoint file.")] = False,
-    img_dir: Annotated[Path | None, typer.Option("--img-dir", help="Image folder (for --check).")] = None,
+    img_dir: Annotated[
+        Path | None, typer.Option("--img-dir", help="Image folder (for --check; deeplabcut: the project folder).")
+    ] = None,
     parts: Annotated[str | None, typer.Option("--parts", help="coco-wholebody: parts to keep, e.g. body,foot")] = None,
     num_images: Annotated[int, typer.Option("--num-images", help="synthetic: number of images.")] = 100,
-    keypoints: Annotated[str, typer.Option("--keypoints", help="synthetic: coco | body_foot")] = "coco",
+    keypoints: Annotated[
+        str | None,
+        typer.Option(
+            "--keypoints",
+            help="synthetic: coco | body_foot | coco_wholebody (default coco). labelme, deeplabcut, yolo-pose: "
+            "keypoint order as a built-in set, a meta file or comma-separated names.",
+        ),
+    ] = None,
     image_size: Annotated[int, typer.Option("--image-size", help="synthetic: image side in pixels.")] = 256,
     seed: Annotated[int, typer.Option("--seed", help="synthetic: random seed.")] = 0,
-    margin: Annotated[float, typer.Option("--margin", help="Box margin around points, fraction of size.")] = 0.1,
+    margin: Annotated[
+        float,
+        typer.Option(
+            "--margin", help="labelme/deeplabcut boxes from points: pad each side by this x the points' longer extent."
+        ),
+    ] = 0.1,
     allow_outside_img_dir: Annotated[
         bool, typer.Option("--allow-outside-img-dir", help="Accept image paths escaping --img-dir.")
     ] = False,
+    split: Annotated[
+        str | None, typer.Option("--split", help="yolo-pose: convert one split of data.yaml (e.g. train, val).")
+    ] = None,
+    max_people: Annotated[int, typer.Option("--max-people", help="synthetic: most people in one image.")] = 2,
 ) -> None:
     """Convert other keypoint formats to COCO, generate synthetic people, or --check a COCO file."""
     from posecli.datasets import convert
@@ -165,13 +183,15 @@ def convert_dataset(
         seed=seed,
         margin=margin,
         allow_outside_img_dir=allow_outside_img_dir,
+        split=split,
+        max_people=max_people,
     )
 
 
 # ----------------------------------------------------------------------------------- inspect-checkpoint
 @app.command("inspect-checkpoint")
 def inspect_checkpoint(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint path, file:// or http(s):// URL.")],
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint path, or a file://, http(s):// or builtin:// URL.")],
     preset: Annotated[str | None, typer.Option("--preset", "-p", help="Show the load plan into this preset.")] = None,
     keypoints: KeypointsOpt = None,
     keypoint_map: Annotated[
@@ -180,7 +200,15 @@ def inspect_checkpoint(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     cache_dir: Annotated[
         Path | None,
-        typer.Option("--cache-dir", help="Download cache (default $POSECLI_CACHE or ~/.cache/posecli)."),
+        typer.Option(
+            "--cache-dir", help="Download cache (default $POSECLI_CACHE/checkpoints or ~/.cache/posecli/checkpoints)."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout", min=0.001, help="Download timeout, seconds (default $POSECLI_DOWNLOAD_TIMEOUT or 60)."
+        ),
     ] = None,
 ) -> None:
     """Describe a checkpoint; with --preset, show what finetune --load-from would do with it."""
@@ -189,8 +217,15 @@ def inspect_checkpoint(
     settings = None
     if preset is not None:
         settings = build_settings(preset, {"model.head.out_channels": keypoints} if keypoints else {})
+    elif keypoints is not None:
+        raise PoseCliError("--keypoints changes the preset's head; it needs --preset")
     checkpoints.run_inspect_command(
-        checkpoint, settings=settings, keypoint_map=keypoint_map, as_json=as_json, cache_dir=cache_dir
+        checkpoint,
+        settings=settings,
+        keypoint_map=keypoint_map,
+        as_json=as_json,
+        cache_dir=cache_dir,
+        timeout=timeout,
     )
 
 
@@ -235,6 +270,17 @@ def finetune(
     ] = None,
     sync_bn: Annotated[bool | None, typer.Option("--sync-bn/--no-sync-bn")] = None,
     grad_clip: Annotated[float | None, typer.Option("--grad-clip", help="Max gradient norm.")] = None,
+    save_best: Annotated[
+        str | None, typer.Option("--save-best", help="Metric that picks best.pth (train.save_best, e.g. AP, AR).")
+    ] = None,
+    log_interval: Annotated[int | None, typer.Option("--log-interval", help="Log every N iterations.")] = None,
+    eval_before: Annotated[
+        bool | None,
+        typer.Option("--eval-before/--no-eval-before", help="Evaluate the loaded model once before training."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start a new run in a work dir that already holds one.")
+    ] = False,
     print_config: PrintConfigOpt = False,
 ) -> None:
     """Fine-tune a model: load a checkpoint, swap the head, train, evaluate, keep last/best checkpoints."""
@@ -261,6 +307,9 @@ def finetune(
         "train.auto_scale_lr": auto_scale_lr,
         "train.sync_bn": sync_bn,
         "train.grad_clip": grad_clip,
+        "train.save_best": save_best,
+        "train.log_interval": log_interval,
+        "train.eval_before_train": eval_before,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if load_from is not None or pretrained is not None:
@@ -275,7 +324,11 @@ def finetune(
 
     preset_name = Path(preset).stem
     train.run_finetune_command(
-        settings, work_dir=work_dir or Path("work_dirs") / preset_name, device=device.value, resume=resume
+        settings,
+        work_dir=work_dir or Path("work_dirs") / preset_name,
+        device=device.value,
+        resume=resume,
+        overwrite=overwrite,
     )
 
 
@@ -302,6 +355,14 @@ def evaluate(
     post_process: Annotated[PostProcess | None, typer.Option("--post-process")] = None,
     modulate_kernel: Annotated[int | None, typer.Option("--modulate-kernel", help="DARK blur kernel (odd).")] = None,
     shift_heatmap: Annotated[bool | None, typer.Option("--shift-heatmap/--no-shift-heatmap")] = None,
+    soft_nms: Annotated[
+        bool | None, typer.Option("--soft-nms/--no-soft-nms", help="Soft OKS NMS instead of greedy OKS NMS.")
+    ] = None,
+    oks_thr: Annotated[float | None, typer.Option("--oks-thr", help="OKS NMS threshold (test.oks_thr).")] = None,
+    vis_thr: Annotated[
+        float | None, typer.Option("--vis-thr", help="Keypoint score threshold for rescoring (test.vis_thr).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Data-loading worker processes.")] = None,
     output_dir: Annotated[
         Path | None, typer.Option("--output-dir", "-o", help="Write results.json, metrics.json.")
     ] = None,
@@ -327,6 +388,10 @@ def evaluate(
         "test.modulate_kernel": modulate_kernel,
         "test.shift_heatmap": shift_heatmap,
         "test.batch_size": batch_size,
+        "test.soft_nms": soft_nms,
+        "test.oks_thr": oks_thr,
+        "test.vis_thr": vis_thr,
+        "train.workers": workers,
     }
     evaluate_mod.run_evaluate_command(
         checkpoint=checkpoint,
