@@ -1,0 +1,315 @@
+"""TopDownCocoDataset on tiny COCO / COCO-WholeBody files written here: which people become samples,
+detection boxes, split fields, loading errors, colour order, targets, flip consistency, seeding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from posecli.datasets.coco import TopDownCocoDataset, read_image_rgb
+from posecli.datasets.meta import load_builtin
+from posecli.errors import PoseCliError
+from posecli.settings import DataSettings
+from posecli.transforms import affine_points, bbox_xywh_to_center_scale, clip_bbox_xywh, get_affine_transform
+
+torch.set_num_threads(1)
+
+NO_AUG = dict(shift_prob=0.0, flip_prob=0.0, prob_half_body=0.0, scale_factor=0.0, rot_prob=0.0)
+
+
+def data_settings(**kw: Any) -> DataSettings:
+    """A small input (48 x 64) with 12 x 16 heatmaps."""
+    return DataSettings(image_size=(48, 64), heatmap_size=(12, 16), sigma=2.0, **kw)
+
+
+def _person(ann_id: int, image_id: int, bbox: list[float], kp: np.ndarray, **kw: Any) -> dict[str, Any]:
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "iscrowd": 0,
+        "bbox": bbox,
+        "area": bbox[2] * bbox[3],
+        "num_keypoints": int((kp[:, 2] > 0).sum()),
+        "keypoints": kp.reshape(-1).tolist(),
+        **kw,
+    }
+
+
+def _kp17(x0: float, y0: float, visible_every: int = 1) -> np.ndarray:
+    i = np.arange(17)
+    kp = np.stack([x0 + 2.0 * i, y0 + 3.0 * i, np.full(17, 2.0)], axis=1)
+    kp[i % visible_every != 0] = 0  # unlabelled keypoints are (0, 0, 0) in COCO files
+    return kp
+
+
+def write_coco(root: Path, images: dict[str, tuple[int, int]] | None = None) -> tuple[Path, Path]:
+    """Two images: a labelled person, a crowd, an unlabelled person, a half-labelled person, an empty box."""
+    img_dir = root / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    images = images or {"a.png": (100, 80), "b.png": (120, 90)}
+    rng = np.random.default_rng(0)
+    for name, (w, h) in images.items():
+        cv2.imwrite(str(img_dir / name), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+    anns = [
+        _person(1, 1, [20, 10, 40, 60], _kp17(25, 15)),
+        _person(2, 1, [0, 0, 100, 80], _kp17(5, 5), iscrowd=1),
+        _person(3, 1, [60, 20, 30, 40], np.zeros((17, 3))),
+        _person(4, 2, [30, 20, 50, 60], _kp17(35, 22, visible_every=2)),
+        _person(5, 2, [10, 10, 0, 30], _kp17(10, 12)),  # zero width: no usable box
+    ]
+    data = {
+        "images": [
+            {"id": i + 1, "file_name": n, "width": w, "height": h} for i, (n, (w, h)) in enumerate(images.items())
+        ],
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "person", "keypoints": load_builtin("coco").keypoint_names}],
+    }
+    ann_file = root / "ann.json"
+    ann_file.write_text(json.dumps(data))
+    return ann_file, img_dir
+
+
+@pytest.fixture
+def coco(tmp_path: Path) -> tuple[Path, Path]:
+    return write_coco(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- samples
+def test_train_skips_crowd_unlabelled_and_empty_boxes(coco: tuple[Path, Path]) -> None:
+    ann, img_dir = coco
+    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+    assert len(ds) == 2
+    assert [s.ann_id for s in ds.samples] == [1, 4]
+    assert [s.image_id for s in ds.samples] == [1, 2]
+    s = ds.samples[1]
+    np.testing.assert_allclose(s.bbox, [30, 20, 49, 59])  # clipped with MMPose's x2 = x + w - 1
+    np.testing.assert_array_equal(s.visible, (np.arange(17) % 2 == 0).astype(np.float32))
+    np.testing.assert_allclose(s.keypoints[2], [39, 28])
+    assert s.image_file == str(img_dir / "b.png") and s.bbox_score == 1.0
+
+
+def test_val_with_gt_boxes_keeps_the_same_people_as_mmpose(coco: tuple[Path, Path]) -> None:
+    """MMPose 0.x also drops unlabelled people when evaluating on ground-truth boxes (COCOeval ignores them)."""
+    ann, img_dir = coco
+    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False)
+    assert [s.ann_id for s in ds.samples] == [1, 4]
+    assert ds.coco.getAnnIds() == [1, 2, 3, 4, 5]  # the full ground truth for the evaluator
+
+
+def test_detection_boxes_filtered_by_score(coco: tuple[Path, Path], tmp_path: Path) -> None:
+    ann, img_dir = coco
+    dets = [
+        {"image_id": 1, "category_id": 1, "bbox": [20, 10, 40, 60], "score": 0.9},
+        {"image_id": 1, "category_id": 1, "bbox": [60, 20, 30, 40], "score": 0.3},
+        {"image_id": 2, "category_id": 1, "bbox": [31.5, 20, 50, 60], "score": 0.6},
+        {"image_id": 2, "category_id": 2, "bbox": [0, 0, 50, 60], "score": 0.99},  # not a person
+    ]
+    bbox_file = tmp_path / "dets.json"
+    bbox_file.write_text(json.dumps(dets))
+    meta, data = load_builtin("coco"), data_settings()
+    ds = TopDownCocoDataset(ann, img_dir, meta, data, train=False, bbox_file=bbox_file, det_bbox_thr=0.5)
+    assert [(s.image_id, s.bbox_score) for s in ds.samples] == [(1, pytest.approx(0.9)), (2, pytest.approx(0.6))]
+    np.testing.assert_allclose(ds.samples[1].bbox, [31.5, 20, 50, 60])  # detections are not clipped
+    item = ds[1]
+    center, scale = bbox_xywh_to_center_scale([31.5, 20, 50, 60], 48 / 64)
+    np.testing.assert_allclose(item["center"].numpy(), center)
+    np.testing.assert_allclose(item["scale"].numpy(), scale)
+    assert item["bbox_score"] == pytest.approx(0.6)
+    assert item["area"] == pytest.approx(float(np.prod(scale * 200)), rel=1e-6)
+    assert float(item["target_weight"].sum()) == 0.0  # no ground truth for a detection
+    all_dets = TopDownCocoDataset(ann, img_dir, meta, data, train=False, bbox_file=bbox_file, with_target=False)
+    assert len(all_dets) == 3
+    assert "target" not in all_dets[2] and torch.equal(all_dets[2]["image"], item["image"])
+
+    bbox_file.write_text(json.dumps([{"image_id": 77, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 1.0}]))
+    with pytest.raises(PoseCliError, match="image_id 77") as exc:
+        TopDownCocoDataset(ann, img_dir, meta, data, train=False, bbox_file=bbox_file)
+    assert exc.value.path == str(bbox_file)
+
+
+# ---------------------------------------------------------------------------------------- wholebody
+def test_wholebody_split_fields_read_as_133_in_mmpose_order(tmp_path: Path) -> None:
+    img_dir = tmp_path / "images"
+    img_dir.mkdir()
+    cv2.imwrite(str(img_dir / "w.png"), np.zeros((300, 400, 3), np.uint8))
+    idx = np.arange(133, dtype=np.float64)
+    kp = np.stack([idx + 1, idx * 0.5 + 2, np.where(idx % 3 == 0, 2.0, 1.0)], axis=1)
+    kp[130] = 0  # one unlabelled right-hand point
+    parts = {"keypoints": (0, 17), "foot_kpts": (17, 23), "face_kpts": (23, 91)}
+    parts |= {"lefthand_kpts": (91, 112), "righthand_kpts": (112, 133)}
+    ann: dict[str, Any] = {"id": 9, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [0, 0, 200, 150]}
+    ann |= {name: kp[a:b].reshape(-1).tolist() for name, (a, b) in parts.items()}
+    ann |= {"area": 30000.0, "num_keypoints": 17, "face_valid": True, "foot_valid": True}
+    data = {"images": [{"id": 1, "file_name": "w.png", "width": 400, "height": 300}], "annotations": [ann]}
+    ann_file = tmp_path / "wb.json"
+    ann_file.write_text(json.dumps(data))
+
+    ds = TopDownCocoDataset(ann_file, img_dir, load_builtin("coco_wholebody"), data_settings(), train=True)
+    s = ds.samples[0]
+    np.testing.assert_allclose(s.keypoints, kp[:, :2])
+    np.testing.assert_array_equal(s.visible, (kp[:, 2] > 0).astype(np.float32))
+    assert s.visible[130] == 0 and s.visible.sum() == 132
+    assert ds[0]["target"].shape == (133, 16, 12)
+
+    body = TopDownCocoDataset(ann_file, img_dir, load_builtin("body_foot"), data_settings(), train=True)
+    np.testing.assert_allclose(body.samples[0].keypoints, kp[:23, :2])  # keypoints + foot_kpts
+
+    ann["face_kpts"] = ann["face_kpts"][:-3]  # 67 face points
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(PoseCliError, match=r"annotation id 9: .*face_kpts \(201\).* expected 3 x 133 = 399") as exc:
+        TopDownCocoDataset(ann_file, img_dir, load_builtin("coco_wholebody"), data_settings(), train=True)
+    assert exc.value.path == str(ann_file)
+
+
+# ------------------------------------------------------------------------------------------- errors
+def test_wrong_keypoint_count_names_the_annotation(coco: tuple[Path, Path]) -> None:
+    ann, img_dir = coco
+    data = json.loads(ann.read_text())
+    data["annotations"][3]["keypoints"] = data["annotations"][3]["keypoints"] + [1, 2, 2]
+    ann.write_text(json.dumps(data))
+    with pytest.raises(PoseCliError, match=r"annotation id 4: keypoints \(54\) give 54 values, expected 3 x 17") as e:
+        TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+    assert e.value.path == str(ann)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: "{not json", "not valid JSON"),
+        (lambda d: {"annotations": []}, "missing 'images' list"),
+        (lambda d: d["images"][0].pop("file_name") and d, "image id 1: missing file_name"),
+        (lambda d: d["annotations"][0].pop("bbox") and d, "annotation id 1: missing bbox"),
+        (lambda d: d["annotations"][0].update(image_id=42) or d, "annotation id 1: image_id 42 is not in 'images'"),
+    ],
+)
+def test_malformed_annotation_file_names_the_file(coco: tuple[Path, Path], edit: Any, message: str) -> None:
+    ann, img_dir = coco
+    new = edit(json.loads(ann.read_text()))
+    ann.write_text(new if isinstance(new, str) else json.dumps(new))
+    with pytest.raises(PoseCliError, match=message) as exc:
+        TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+    assert exc.value.path == str(ann)
+
+
+def test_missing_and_unreadable_images_name_the_file(coco: tuple[Path, Path]) -> None:
+    ann, img_dir = coco
+    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+    ds.check_image_files()
+    (img_dir / "b.png").unlink()
+    with pytest.raises(PoseCliError, match="image file not found") as exc:
+        ds[1]
+    assert exc.value.path == str(img_dir / "b.png")
+    with pytest.raises(PoseCliError, match=r"image file not found \(listed in .*ann\.json\)") as exc:
+        ds.check_image_files()
+    assert exc.value.path == str(img_dir / "b.png")
+    (img_dir / "b.png").write_bytes(b"not a png")
+    with pytest.raises(PoseCliError, match="cannot read image") as exc:
+        ds[1]
+    assert exc.value.path == str(img_dir / "b.png")
+
+
+def test_file_names_escaping_the_image_folder_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    ann, img_dir = write_coco(root, images={"../outside.png": (100, 80), "b.png": (120, 90)})
+    with pytest.raises(PoseCliError, match=r"image id 1: file_name '\.\./outside\.png' points outside") as exc:
+        TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+    assert exc.value.path == str(ann)
+    ok = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(allow_outside_img_dir=True), train=True)
+    assert ok[0]["image"].shape == (3, 64, 48)
+
+
+# ------------------------------------------------------------------------------------- item contents
+def test_images_are_rgb_after_reading_bgr_from_disk(tmp_path: Path) -> None:
+    ann, img_dir = write_coco(tmp_path)
+    blue_bgr = np.zeros((80, 100, 3), np.uint8)
+    blue_bgr[..., 0] = 255  # OpenCV writes BGR: this file is pure blue
+    cv2.imwrite(str(img_dir / "a.png"), blue_bgr)
+    assert read_image_rgb(img_dir / "a.png")[0, 0].tolist() == [0, 0, 255]
+    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False)
+    pixel = ds[0]["image"][:, 32, 24].numpy()  # crop centre lies inside the image
+    np.testing.assert_allclose(pixel, [-0.485 / 0.229, -0.456 / 0.224, (1 - 0.406) / 0.225], rtol=1e-5)
+
+
+def test_val_item_targets_peak_where_the_keypoints_are(coco: tuple[Path, Path]) -> None:
+    ann, img_dir = coco
+    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False)
+    item = ds[1]
+    assert item["image"].shape == (3, 64, 48) and item["image"].dtype == torch.float32
+    assert item["target"].shape == (17, 16, 12) and item["target_weight"].shape == (17, 1)
+    assert (item["image_id"], item["index"]) == (2, 1)
+    # expected geometry computed independently from the clipped box
+    center, scale = bbox_xywh_to_center_scale(clip_bbox_xywh([30, 20, 50, 60], (120, 90)), 0.75)
+    np.testing.assert_allclose(item["center"].numpy(), center)
+    kp = _kp17(35, 22, visible_every=2)
+    in_input = affine_points(kp[:, :2], get_affine_transform(center, scale, 0.0, (48, 64)))
+    visible = kp[:, 2] > 0
+    np.testing.assert_allclose(item["keypoints"][visible, :2].numpy(), in_input[visible], atol=1e-3)
+    target = item["target"].numpy()
+    weight = item["target_weight"].numpy()[:, 0]
+    np.testing.assert_array_equal(weight, visible.astype(np.float32))
+    for j in np.flatnonzero(visible):
+        peak = np.unravel_index(target[j].argmax(), target[j].shape)  # (y, x)
+        expected = np.floor(in_input[j] / 4 + 0.5).astype(int)  # MSRA target at the rounded heatmap pixel
+        assert (peak[1], peak[0]) == tuple(expected) and target[j].max() == pytest.approx(1.0)
+    assert np.all(target[~visible] == 0)
+
+
+def test_joint_weights_multiply_target_weights(coco: tuple[Path, Path]) -> None:
+    ann, img_dir = coco
+    meta = load_builtin("coco")
+    ds = TopDownCocoDataset(ann, img_dir, meta, data_settings(use_different_joint_weights=True), train=False)
+    np.testing.assert_allclose(ds[0]["target_weight"].numpy()[:, 0], meta.joint_weights)
+
+
+def test_forced_flip_mirrors_crop_and_swaps_keypoint_slots(coco: tuple[Path, Path]) -> None:
+    ann, img_dir = coco
+    meta = load_builtin("coco")
+    plain = TopDownCocoDataset(ann, img_dir, meta, data_settings(**NO_AUG), train=True, rng_seed=0)[0]
+    flip_aug = NO_AUG | {"flip_prob": 1.0}
+    flipped = TopDownCocoDataset(ann, img_dir, meta, data_settings(**flip_aug), train=True, rng_seed=0)[0]
+    # crop column j of the flipped sample shows crop column W - j of the plain one (MMPose's half-pixel shift)
+    np.testing.assert_allclose(
+        flipped["image"][:, :, 1:].numpy(), plain["image"].flip(-1)[:, :, :-1].numpy(), atol=0.05
+    )
+    a = plain["keypoints"].numpy()
+    b = flipped["keypoints"].numpy()
+    for left, right in meta.flip_pairs:
+        np.testing.assert_allclose(b[left, :2], [48 - a[right, 0], a[right, 1]], atol=1e-3)
+    np.testing.assert_allclose(b[0, :2], [48 - a[0, 0], a[0, 1]], atol=1e-3)
+
+
+def test_seeded_augmentation_is_reproducible_and_changes_per_epoch(coco: tuple[Path, Path]) -> None:
+    ann, img_dir = coco
+    meta, data = load_builtin("coco"), data_settings(flip_prob=0.5, rot_prob=1.0)
+    one = TopDownCocoDataset(ann, img_dir, meta, data, train=True, rng_seed=3)
+    two = TopDownCocoDataset(ann, img_dir, meta, data, train=True, rng_seed=3)
+    for i in range(2):
+        a, b = one[i], two[i]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["target"], b["target"])
+        assert a["rotation"] == b["rotation"] != 0.0
+    first = one[0]["rotation"]
+    one.set_epoch(1)
+    assert one[0]["rotation"] != first
+
+
+def test_dataloader_workers_give_the_same_batches(coco: tuple[Path, Path]) -> None:
+    ann, img_dir = coco
+    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True, rng_seed=5)
+    serial = next(iter(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=0)))
+    parallel = next(iter(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)))
+    assert torch.equal(serial["image"], parallel["image"]) and torch.equal(serial["center"], parallel["center"])
+
+    unseeded = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(11)  # worker seeds derive from torch's seed
+        runs.append(list(torch.utils.data.DataLoader(unseeded, batch_size=1, num_workers=2)))
+    for x, y in zip(*runs, strict=True):
+        assert torch.equal(x["image"], y["image"]) and torch.equal(x["scale"], y["scale"])
