@@ -30,6 +30,11 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # disk full, target is a folder, ...: the old file stays as it was
+        tmp.unlink(missing_ok=True)
+        raise PoseCliError(
+            f"cannot write ({exc.strerror or exc}); the previous file, if any, is unchanged", path
+        ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -50,3 +55,28 @@ def atomic_write_with(path: str | Path, writer: Callable[[IO[bytes]], None]) -> 
     """Call ``writer(fh)`` on a binary temp file and rename it to ``path`` (e.g. for torch.save)."""
     with atomic_open(path, "wb") as fh:
         writer(fh)
+
+
+def check_writable_dir(path: str | Path, flag: str = "the output folder") -> Path:
+    """Refuse early an output folder that is a file or cannot be written, without creating anything.
+
+    The folder itself, or its nearest existing parent when it does not exist yet, must be a writable folder:
+    a probe file is created there and deleted at once.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PoseCliError(f"{flag} is a file, not a folder", path)
+    probe_dir = path
+    while not probe_dir.exists():
+        if probe_dir.parent == probe_dir:
+            break
+        probe_dir = probe_dir.parent
+    if probe_dir.exists() and not probe_dir.is_dir():
+        raise PoseCliError(f"{flag} cannot be created: {probe_dir} is a file", path)
+    try:
+        fd, name = tempfile.mkstemp(prefix=".posecli-write-test.", dir=probe_dir)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise PoseCliError(f"{flag} is not writable ({exc.strerror or exc})", path) from None
+    return path

@@ -28,7 +28,7 @@ from torch import nn
 
 from posecli import __version__
 from posecli.atomic import atomic_write_with
-from posecli.datasets.meta import DatasetMeta, load_builtin
+from posecli.datasets.meta import DatasetMeta, check_document_size, load_builtin
 from posecli.errors import PoseCliError
 
 # ------------------------------------------------------------------------------------------------ constants
@@ -187,6 +187,8 @@ def download_checkpoint(
     try:
         with os.fdopen(fd, "wb") as out:
             sha = _stream_to(url, out, timeout=timeout, max_bytes=max_bytes, progress=progress)
+            out.flush()
+            os.fsync(out.fileno())  # the renamed file must hold every byte even after a crash
         expected = expected_sha_prefix(dest.name)
         if expected is not None and not sha.startswith(expected):
             raise PoseCliError(
@@ -564,10 +566,14 @@ def load_keypoint_map(source: str | Path | Mapping[str, Any]) -> dict[str, str |
             data = yaml.safe_load(where.read_text(encoding="utf-8"))  # YAML is a superset of JSON
         except OSError as exc:
             raise PoseCliError(f"cannot read keypoint map ({exc.strerror or exc})", where) from None
+        except UnicodeDecodeError:
+            raise PoseCliError("keypoint map is not UTF-8 text", where) from None
         except yaml.YAMLError as exc:
-            raise PoseCliError(f"keypoint map is not valid YAML/JSON ({exc})", where) from None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PoseCliError(f"keypoint map is not valid YAML/JSON ({first})", where) from None
     if not isinstance(data, dict):
         raise PoseCliError("keypoint map must be a mapping {new_name: old_name}", where)
+    check_document_size(data, where, limit=100_000)
     for key, value in data.items():
         if not isinstance(key, str) or not (value is None or isinstance(value, (str, int))) or value is True:
             raise PoseCliError(f"keypoint map entry {key!r}: {value!r} must be name: old_name (or row index)", where)

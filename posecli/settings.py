@@ -5,12 +5,15 @@ from __future__ import annotations
 import copy
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from posecli.errors import PoseCliError
+
+_Side = Annotated[int, Field(ge=1, le=8192)]  # image or heatmap side in pixels; more would not fit in memory
+MAX_PRESET_BYTES = 1024**2  # a preset is a few KB of YAML
 
 
 class _Strict(BaseModel):
@@ -84,7 +87,7 @@ class HeadSettings(_Strict):
 
     type: Literal["TopdownHeatmapSimpleHead"] = "TopdownHeatmapSimpleHead"
     in_channels: int = Field(ge=1, description="must equal the backbone's stage4 num_channels[0]")
-    out_channels: int = Field(ge=1, description="number of keypoints (--keypoints overrides it)")
+    out_channels: int = Field(ge=1, le=10_000, description="number of keypoints (--keypoints overrides it)")
     num_deconv_layers: int = Field(0, ge=0)
     num_deconv_filters: list[int] = Field(default_factory=lambda: [256, 256, 256])
     num_deconv_kernels: list[int] = Field(default_factory=lambda: [4, 4, 4])
@@ -134,8 +137,8 @@ class SyntheticSettings(_Strict):
 class DataSettings(_Strict):
     """Input geometry, target encoding, data files and train augmentations (MMPose 0.x pipeline)."""
 
-    image_size: tuple[int, int] = Field(description="model input (width, height), MMPose order")
-    heatmap_size: tuple[int, int] = Field(description="heatmap (width, height)")
+    image_size: tuple[_Side, _Side] = Field(description="model input (width, height), MMPose order")
+    heatmap_size: tuple[_Side, _Side] = Field(description="heatmap (width, height)")
     sigma: float = Field(2.0, gt=0, description="Gaussian sigma of the target heatmaps, heatmap pixels")
     unbiased_encoding: bool = Field(False, description="DARK sub-pixel target encoding")
     use_different_joint_weights: bool = Field(False, description="multiply target weights by joint_weights")
@@ -211,6 +214,7 @@ class TrainSettings(_Strict):
     compile: bool = False
     sync_bn: bool = False
     log_interval: int = Field(10, ge=1)
+    eval_before_train: bool = Field(False, description="evaluate the loaded model once before training (epoch 0)")
 
     @model_validator(mode="after")
     def _one_source(self) -> TrainSettings:
@@ -301,17 +305,22 @@ def resolve_preset_path(preset: str) -> Path:
 
 def load_preset_dict(preset: str) -> tuple[dict[str, Any], Path]:
     """Read a preset YAML into a plain dict (not yet validated)."""
+    from posecli.datasets.meta import check_document_size
+
     path = resolve_preset_path(preset)
     try:
+        if path.stat().st_size > MAX_PRESET_BYTES:
+            raise PoseCliError(f"preset is larger than {MAX_PRESET_BYTES // 1024**2} MB (not a preset file?)", path)
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise PoseCliError(f"cannot read preset ({exc})", path) from None
+        raise PoseCliError(f"cannot read preset ({getattr(exc, 'strerror', None) or exc})", path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise PoseCliError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", path) from None
     if not isinstance(data, dict):
         raise PoseCliError("a preset must be a YAML mapping", path)
+    check_document_size(data, path)
     return data, path
 
 
@@ -328,6 +337,15 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _short_repr(value: Any) -> str:
+    """repr() cut to a readable size (a hostile YAML value may be huge or deeply shared)."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxstring, short.maxother, short.maxlevel = 60, 60, 3
+    return short.repr(value)
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
     """One line per problem: ``source: field.path = value: reason``."""
     lines = []
@@ -337,7 +355,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see `posecli presets show demo` for the format)"
         value = err.get("input")
-        shown = "" if err["type"] in ("missing",) or isinstance(value, dict) else f" = {value!r}"
+        shown = "" if err["type"] in ("missing",) or isinstance(value, dict) else f" = {_short_repr(value)}"
         lines.append(f"{source}: {loc}{shown}: {msg}")
     return "\n".join(lines)
 

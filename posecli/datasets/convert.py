@@ -74,13 +74,20 @@ def load_json_file(path: str | Path, what: str = "annotation file") -> Any:
         with path.open("rb") as fh:
             return json.load(fh)
     except json.JSONDecodeError as exc:
-        raise PoseCliError(
-            f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", path
-        ) from None
+        raise PoseCliError(json_error_text(exc, what), path) from None
     except UnicodeDecodeError:
         raise PoseCliError(f"{what} is not UTF-8 text", path) from None
     except OSError as exc:
         raise PoseCliError(f"cannot read {what} ({exc.strerror or exc})", path) from None
+
+
+def json_error_text(exc: json.JSONDecodeError, what: str) -> str:
+    """The problem of an unparsable JSON file in words, saying so when the file simply stops early."""
+    if not exc.doc[exc.pos :].strip() or exc.msg.startswith("Unterminated string"):
+        if not exc.doc.strip():
+            return f"{what} is not valid JSON: the file is empty"
+        return f"{what} is not valid JSON: it stops before the JSON is complete, at line {exc.lineno} (truncated?)"
+    return f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
 
 
 def read_image_wh(path: Path) -> tuple[int, int]:
@@ -211,10 +218,23 @@ class ConvertResult:
     notes: list[str] = field(default_factory=list)
 
 
+def _refuse_unusable(coco: dict[str, Any], src: Path) -> None:
+    """Never write a COCO file that posecli itself would refuse: name the first fatal problem and the source."""
+    report = check_coco_data(coco, src)
+    fatal = [p for p in report.problems if p.fatal]
+    if fatal:
+        first = fatal[0]
+        where = f"annotation {first.ann_id}" if first.ann_id is not None else None
+        where = where or (f"image {first.image_id}" if first.image_id is not None else "the file")
+        more = f" (and {len(fatal) - 1} more problems)" if len(fatal) > 1 else ""
+        raise PoseCliError(f"cannot convert: {where}: {first.message}{more}", src)
+
+
 def _write_outputs(
-    out: Path, coco: dict[str, Any], meta: DatasetMeta, full_meta: bool, source: str
+    out: Path, coco: dict[str, Any], meta: DatasetMeta, full_meta: bool, source: str, src: Path
 ) -> tuple[Path, int, int]:
-    """Write OUT and OUT.meta.yaml atomically; return the meta path, people and labelled keypoint counts."""
+    """Check, then write OUT and OUT.meta.yaml atomically; return the meta path, people and labelled counts."""
+    _refuse_unusable(coco, src)
     meta_file = meta_path_for(out)
     header = (
         f"# dataset meta written by `posecli convert-dataset --from {source}` for {out.name};\n"
@@ -331,7 +351,7 @@ def convert_coco_wholebody(src: Path, out: Path, parts: str | None = None) -> Co
         new_cats.append(new_cat)
     coco = {k: v for k, v in data.items() if k not in ("images", "annotations", "categories")}
     coco.update(images=images, annotations=new_anns, categories=new_cats)
-    meta_file, people, labelled = _write_outputs(out, coco, meta, True, "coco-wholebody")
+    meta_file, people, labelled = _write_outputs(out, coco, meta, True, "coco-wholebody", src)
     return ConvertResult(
         out, meta_file, None, len(images), people, labelled, meta.num_keypoints, len(meta.flip_pairs),
         notes=[f"parts: {', '.join(chosen)}"],
@@ -540,7 +560,7 @@ def convert_yolo_pose(src: Path, out: Path, split: str | None = None, keypoints:
         notes.append(f"{unlabelled} image(s) without a label file kept as images with no people")
     categories = [_category(meta, cls + 1, name) for cls, name in sorted(names.items())]
     coco = {"images": images, "annotations": anns, "categories": categories}
-    meta_file, people, labelled = _write_outputs(out, coco, meta, spec_meta is not None, "yolo-pose")
+    meta_file, people, labelled = _write_outputs(out, coco, meta, spec_meta is not None, "yolo-pose", src)
     if flip is not None:
         notes.insert(0, "flip pairs from flip_idx")
     return ConvertResult(out, meta_file, img_root, len(images), people, labelled, k, len(meta.flip_pairs), notes)
@@ -689,7 +709,7 @@ def convert_labelme(src: Path, out: Path, keypoints: str | None = None, margin: 
     if spec_names is None:
         notes.append("keypoint order is the order of first appearance; --keypoints fixes it")
     coco = {"images": images, "annotations": anns, "categories": [_category(meta)]}
-    meta_file, people, labelled = _write_outputs(out, coco, meta, spec_meta is not None, "labelme")
+    meta_file, people, labelled = _write_outputs(out, coco, meta, spec_meta is not None, "labelme", src)
     return ConvertResult(out, meta_file, root, len(images), people, labelled, len(names), len(meta.flip_pairs), notes)
 
 
@@ -860,7 +880,7 @@ def convert_deeplabcut(
     img_root = next(iter(roots))
     meta = _make_meta(img_root.name or "deeplabcut", names, spec_meta)
     coco = {"images": images, "annotations": anns, "categories": [_category(meta, name="animal")]}
-    meta_file, people, labelled = _write_outputs(out, coco, meta, spec_meta is not None, "deeplabcut")
+    meta_file, people, labelled = _write_outputs(out, coco, meta, spec_meta is not None, "deeplabcut", src)
     return ConvertResult(
         out, meta_file, img_root, len(images), people, labelled, len(names), len(meta.flip_pairs), notes
     )
@@ -941,7 +961,11 @@ def _check_categories(cats: list, report: CheckReport, path: Path) -> dict[Any, 
             raise PoseCliError(f"category {cid} has {len(names):,} keypoints (more than {MAX_KEYPOINTS:,})", path)
         if len(set(names)) != len(names):
             report.add("category", f"category {cid} lists a keypoint name twice", True)
-        for link in cat.get("skeleton") or []:
+        skeleton = cat.get("skeleton") or []
+        if not isinstance(skeleton, list):
+            report.add("skeleton", f"category {cid}: 'skeleton' is not a list of links", False)
+            skeleton = []
+        for link in skeleton:
             if not (
                 isinstance(link, list) and len(link) == 2 and all(_is_int(v) and 1 <= v <= len(names) for v in link)
             ):
@@ -1008,13 +1032,16 @@ def _check_images(
 
 def _check_annotation(ann: dict, aid: Any, report: CheckReport, sizes: dict, cats: dict[Any, list[str]]) -> None:
     image_id = ann.get("image_id")
-    if image_id not in sizes:
+    if not _is_int(image_id):  # also keeps unhashable junk (lists, objects) out of the lookups below
+        report.add("unknown_image", f"image_id {image_id!r} is not a whole number"[:120], True, ann_id=aid)
+        image_id = None
+    elif image_id not in sizes:
         report.add("unknown_image", f"image_id {image_id!r} is not in 'images'", True, ann_id=aid)
     wh = sizes.get(image_id)
     cid = ann.get("category_id")
-    names = cats.get(cid)
+    names = cats.get(cid) if _is_int(cid) else None
     if names is None:
-        report.add("unknown_category", f"category_id {cid!r} is not in 'categories'", True, ann_id=aid)
+        report.add("unknown_category", f"category_id {cid!r} is not in 'categories'"[:120], True, ann_id=aid)
     bbox = ann.get("bbox")
     if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_num(v) for v in bbox)):
         report.add("bbox", f"bbox must be 4 numbers [x, y, w, h], got {bbox!r}"[:120], True, ann_id=aid)
@@ -1088,7 +1115,14 @@ def check_coco_file(
 ) -> CheckReport:
     """Validate a COCO keypoint file (and its images under img_dir when given); never raises for content problems."""
     path = Path(ann_file)
-    data = load_json_file(path)
+    return check_coco_data(load_json_file(path), path, img_dir, allow_outside_img_dir)
+
+
+def check_coco_data(
+    data: Any, path: str | Path, img_dir: str | Path | None = None, allow_outside_img_dir: bool = False
+) -> CheckReport:
+    """The checks of check_coco_file on an already parsed document (``path`` names it in messages)."""
+    path = Path(path)
     if not isinstance(data, dict):
         raise PoseCliError(
             "not a COCO file: the top level must be an object with images, annotations, categories", path

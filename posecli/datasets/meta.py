@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -15,6 +16,28 @@ from posecli.errors import PoseCliError
 
 BUILTIN = ("coco", "coco_wholebody", "body_foot")
 DEFAULT_SIGMA = 0.05  # OKS sigma for keypoints of a dataset that gives none (mid-range of COCO's 0.025-0.107)
+MAX_KEYPOINTS = 10_000  # more keypoints than this is taken as a corrupt or hostile file (heatmaps would not fit)
+MAX_META_BYTES = 16 * 1024**2  # a meta file is a few KB; refuse to parse anything absurdly large
+MAX_DOCUMENT_NODES = 1_000_000  # values in a YAML/JSON settings-like document (stops YAML alias "bombs")
+
+
+def check_document_size(data: Any, source: str | Path, limit: int = MAX_DOCUMENT_NODES) -> None:
+    """Refuse a parsed YAML/JSON document with more than ``limit`` values (counting shared aliases each time).
+
+    YAML anchors let a few hundred bytes expand into billions of values when walked; we stop counting early.
+    """
+    count = 0
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            raise PoseCliError(f"document holds more than {limit:,} values (YAML alias bomb or corrupt file?)", source)
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
 
 
 @dataclass
@@ -36,6 +59,10 @@ class DatasetMeta:
 
     def __post_init__(self) -> None:
         k = len(self.keypoint_names)
+        if k > MAX_KEYPOINTS:  # before any per-keypoint work
+            raise PoseCliError(
+                f"dataset meta '{self.name}': {k:,} keypoints, more than the {MAX_KEYPOINTS:,} posecli accepts"
+            )
         self.flip_pairs = [tuple(int(i) for i in p) for p in self.flip_pairs]  # type: ignore[misc]
         self.skeleton = [tuple(int(i) for i in p) for p in self.skeleton]  # type: ignore[misc]
         self.parts = {str(n): (int(r[0]), int(r[1])) for n, r in self.parts.items()}
@@ -69,12 +96,20 @@ class DatasetMeta:
         where = f"dataset meta '{self.name}'"
         if k == 0:
             raise PoseCliError(f"{where}: no keypoint names")
+        if k > MAX_KEYPOINTS:
+            raise PoseCliError(f"{where}: {k:,} keypoints, more than the {MAX_KEYPOINTS:,} posecli accepts")
+        if not all(isinstance(n, str) for n in self.keypoint_names):
+            raise PoseCliError(f"{where}: keypoint names must be strings")
         if len(set(self.keypoint_names)) != k:
             dup = sorted({n for n in self.keypoint_names if self.keypoint_names.count(n) > 1})
             raise PoseCliError(f"{where}: duplicate keypoint names {dup}")
         for label, values in (("sigmas", self.sigmas), ("joint_weights", self.joint_weights)):
             if len(values) != k:
                 raise PoseCliError(f"{where}: {label} has {len(values)} values for {k} keypoints")
+            if not all(_is_finite_number(v) and v >= 0 for v in values):
+                raise PoseCliError(f"{where}: {label} must be finite numbers >= 0")
+        if not all(v > 0 for v in self.sigmas):
+            raise PoseCliError(f"{where}: OKS sigmas must be positive (a zero sigma makes OKS undefined)")
         seen: set[int] = set()
         for a, b in self.flip_pairs:
             if not (0 <= a < k and 0 <= b < k) or a == b:
@@ -102,17 +137,30 @@ class DatasetMeta:
     def from_dict(cls, data: dict[str, Any], source: str = "meta") -> DatasetMeta:
         """Build from the meta file format; unknown keys are an error."""
         known = set(cls.__dataclass_fields__) - {"notes"}
+        if not all(isinstance(key, str) for key in data):
+            raise PoseCliError("dataset meta keys must be strings", source)
         unknown = set(data) - known - {"num_keypoints", "dataset_name"}
         if unknown:
             raise PoseCliError(f"unknown keys {sorted(unknown)} in dataset meta (known: {sorted(known)})", source)
         if "keypoint_names" not in data:
             raise PoseCliError("dataset meta has no keypoint_names", source)
+        for key in ("keypoint_names", "flip_pairs", "sigmas", "joint_weights", "skeleton"):
+            if key in data and not isinstance(data[key], list):
+                raise PoseCliError(f"dataset meta: '{key}' must be a list", source)
         fields = {k: v for k, v in data.items() if k in known}
         fields.setdefault("name", data.get("dataset_name", Path(source).stem))
         try:
             return cls(**fields)
-        except (TypeError, ValueError, IndexError) as exc:
+        except (TypeError, ValueError, IndexError, AttributeError) as exc:
             raise PoseCliError(f"malformed dataset meta ({exc})", source) from None
+        except PoseCliError as exc:
+            if exc.path is None:  # name the file the inconsistent metadata came from
+                raise PoseCliError(exc.message, source) from None
+            raise
+
+
+def _is_finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _split_upper_lower(names: list[str]) -> tuple[list[int], list[int]]:
@@ -183,28 +231,39 @@ def load_meta_file(path: str | Path) -> DatasetMeta:
     """Read a YAML or JSON meta file in the DatasetMeta format."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_META_BYTES:
+            raise PoseCliError(f"dataset meta is larger than {MAX_META_BYTES // 1024**2} MB (not a meta file?)", path)
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PoseCliError(f"cannot read dataset meta ({exc.strerror or exc})", path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PoseCliError(f"cannot read dataset meta ({getattr(exc, 'strerror', None) or exc})", path) from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PoseCliError(
-            f"dataset meta is not valid {path.suffix.lstrip('.').upper() or 'YAML'} ({exc})", path
+            f"dataset meta is not valid {path.suffix.lstrip('.').upper() or 'YAML'} ({first})", path
         ) from None
     if not isinstance(data, dict):
         raise PoseCliError("dataset meta must be a mapping", path)
+    check_document_size(data, path)
     return DatasetMeta.from_dict(data, source=str(path))
 
 
 def meta_from_category(category: dict[str, Any], source: str = "annotations") -> DatasetMeta:
     """Metadata from a COCO ``categories`` entry: names and skeleton from it, flip pairs inferred."""
+    if not isinstance(category, dict):
+        raise PoseCliError("categories[0] is not an object", source)
     names = category.get("keypoints")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise PoseCliError("categories[0] has no 'keypoints' name list", source)
+    if len(names) > MAX_KEYPOINTS:
+        raise PoseCliError(f"categories[0] lists {len(names):,} keypoints, more than {MAX_KEYPOINTS:,}", source)
     skeleton_raw = category.get("skeleton") or []
     # COCO files store the skeleton 1-based.
-    skeleton = [(int(a) - 1, int(b) - 1) for a, b in skeleton_raw]
+    try:
+        skeleton = [(int(a) - 1, int(b) - 1) for a, b in skeleton_raw]
+    except (TypeError, ValueError):
+        raise PoseCliError("categories[0] 'skeleton' must be a list of [a, b] keypoint numbers", source) from None
     pairs = infer_flip_pairs(names)
     meta = DatasetMeta(
         name=str(category.get("name", "custom")),
@@ -225,12 +284,11 @@ def resolve_meta(dataset: str | None, ann_file: str | Path | None = None) -> Dat
         return load_meta_file(dataset)
     if ann_file is None:
         raise PoseCliError("no dataset meta: set `dataset:` in the preset or give an annotation file to infer it from")
+    from posecli.datasets.convert import load_json_file  # size-limited reader (convert imports this module)
+
     path = Path(ann_file)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PoseCliError(f"cannot read annotations ({exc})", path) from None
+    data = load_json_file(path, "annotation file")
     cats = data.get("categories") if isinstance(data, dict) else None
-    if not cats:
+    if not isinstance(cats, list) or not cats:
         raise PoseCliError("no 'categories' entry to take keypoint names from", path)
     return meta_from_category(cats[0], source=str(path))
