@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -205,15 +204,10 @@ def _is_number(x: Any) -> bool:
 
 
 def _read_json(path: str | Path, what: str) -> Any:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PoseCliError(f"cannot read {what} ({getattr(exc, 'strerror', None) or exc})", path) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PoseCliError(f"{what} is not valid JSON ({exc})", path) from None
+    """A JSON file, refused early when over the POSECLI_MAX_ANN_BYTES size limit, unreadable or not JSON."""
+    from posecli.datasets.convert import load_json_file  # the one size-limited JSON reader
+
+    return load_json_file(path, what)
 
 
 def _flat_keypoints(entry: dict[str, Any], k: int, label: str, source: str) -> list[float]:

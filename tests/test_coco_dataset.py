@@ -1,5 +1,6 @@
 """TopDownCocoDataset on tiny COCO / COCO-WholeBody files written here: which people become samples,
-detection boxes, split fields, loading errors, colour order, targets, flip consistency, seeding."""
+detection boxes, split fields, what a file must hold to load (and the one-line refusals), colour order,
+targets, flip consistency, seeding."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import posecli.datasets.coco as coco_module
 from posecli.datasets.coco import TopDownCocoDataset, read_image_rgb
 from posecli.datasets.meta import load_builtin
 from posecli.errors import PoseCliError
@@ -19,6 +21,7 @@ from posecli.settings import DataSettings
 from posecli.transforms import affine_points, bbox_xywh_to_center_scale, clip_bbox_xywh, get_affine_transform
 
 torch.set_num_threads(1)
+REFERENCE_WHOLEBODY = Path("/work/shared/reference/wholebody/annotations.json")
 
 NO_AUG = dict(shift_prob=0.0, flip_prob=0.0, prob_half_body=0.0, scale_factor=0.0, rot_prob=0.0)
 
@@ -50,7 +53,7 @@ def _kp17(x0: float, y0: float, visible_every: int = 1) -> np.ndarray:
 
 
 def write_coco(root: Path, images: dict[str, tuple[int, int]] | None = None) -> tuple[Path, Path]:
-    """Two images: a labelled person, a crowd, an unlabelled person, a half-labelled person, an empty box."""
+    """Two images: a labelled person, a crowd, an unlabelled person, a half-labelled person, two empty boxes."""
     img_dir = root / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     images = images or {"a.png": (100, 80), "b.png": (120, 90)}
@@ -62,7 +65,8 @@ def write_coco(root: Path, images: dict[str, tuple[int, int]] | None = None) -> 
         _person(2, 1, [0, 0, 100, 80], _kp17(5, 5), iscrowd=1),
         _person(3, 1, [60, 20, 30, 40], np.zeros((17, 3))),
         _person(4, 2, [30, 20, 50, 60], _kp17(35, 22, visible_every=2)),
-        _person(5, 2, [10, 10, 0, 30], _kp17(10, 12)),  # zero width: no usable box
+        _person(5, 2, [10, 10, 0.5, 30], _kp17(10, 12)),  # labelled, but empty once clipped (x2 = x + w - 1)
+        _person(6, 2, [10, 10, 0, 30], np.zeros((17, 3))),  # unlabelled and zero width: skipped like MMPose
     ]
     data = {
         "images": [
@@ -100,7 +104,7 @@ def test_val_with_gt_boxes_keeps_the_same_people_as_mmpose(coco: tuple[Path, Pat
     ann, img_dir = coco
     ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False)
     assert [s.ann_id for s in ds.samples] == [1, 4]
-    assert ds.coco.getAnnIds() == [1, 2, 3, 4, 5]  # the full ground truth for the evaluator
+    assert ds.coco.getAnnIds() == [1, 2, 3, 4, 5, 6]  # the full ground truth for the evaluator
 
 
 def test_detection_boxes_filtered_by_score(coco: tuple[Path, Path], tmp_path: Path) -> None:
@@ -147,7 +151,11 @@ def test_wholebody_split_fields_read_as_133_in_mmpose_order(tmp_path: Path) -> N
     ann: dict[str, Any] = {"id": 9, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [0, 0, 200, 150]}
     ann |= {name: kp[a:b].reshape(-1).tolist() for name, (a, b) in parts.items()}
     ann |= {"area": 30000.0, "num_keypoints": 17, "face_valid": True, "foot_valid": True}
-    data = {"images": [{"id": 1, "file_name": "w.png", "width": 400, "height": 300}], "annotations": [ann]}
+    data = {
+        "images": [{"id": 1, "file_name": "w.png", "width": 400, "height": 300}],
+        "annotations": [ann],
+        "categories": [{"id": 1, "name": "person", "keypoints": load_builtin("coco").keypoint_names}],
+    }
     ann_file = tmp_path / "wb.json"
     ann_file.write_text(json.dumps(data))
 
@@ -168,6 +176,53 @@ def test_wholebody_split_fields_read_as_133_in_mmpose_order(tmp_path: Path) -> N
     assert exc.value.path == str(ann_file)
 
 
+def _write_images(img_dir: Path, images: list[dict[str, Any]]) -> None:
+    img_dir.mkdir(parents=True, exist_ok=True)
+    for img in images:
+        cv2.imwrite(str(img_dir / img["file_name"]), np.zeros((img["height"], img["width"], 3), np.uint8))
+
+
+@pytest.mark.skipif(not REFERENCE_WHOLEBODY.is_file(), reason="needs /work/shared/reference")
+def test_real_format_wholebody_file_loads_with_float_confidences(tmp_path: Path) -> None:
+    """The reference COCO-WholeBody sample loads as 133 keypoints. Real COCO-WholeBody files also hold detector
+    confidences (0.104, 1.37 ...) as the third value of face/hand points: accepted there, v > 0 = labelled."""
+    data = json.loads(REFERENCE_WHOLEBODY.read_text())
+    img_dir = tmp_path / "images"
+    _write_images(img_dir, data["images"])
+    meta = load_builtin("coco_wholebody")
+    fields = ("keypoints", "foot_kpts", "face_kpts", "lefthand_kpts", "righthand_kpts")
+    people = [a for a in data["annotations"] if max(a["keypoints"]) > 0]  # MMPose: body keypoints decide
+    assert len(people) == 16 < len(data["annotations"])
+
+    def check(ann_file: Path) -> None:
+        ds = TopDownCocoDataset(ann_file, img_dir, meta, data_settings(), train=False, with_target=False)
+        assert [s.ann_id for s in ds.samples] == [a["id"] for a in people]
+        for s, a in zip(ds.samples, people, strict=True):
+            kp = np.concatenate([np.asarray(a[f], np.float32).reshape(-1, 3) for f in fields])  # (133, 3)
+            np.testing.assert_array_equal(s.keypoints, kp[:, :2])
+            np.testing.assert_array_equal(s.visible, (kp[:, 2] > 0).astype(np.float32))
+        assert ds[0]["image"].shape == (3, 64, 48)
+
+    check(REFERENCE_WHOLEBODY)
+    person = people[0]
+    person["righthand_kpts"][2::3] = [0.104, 0.0, 0.53] + [0.2] * 18
+    person["face_kpts"][5] = 1.37
+    edited = tmp_path / "confidences.json"
+    edited.write_text(json.dumps(data))
+    check(edited)
+    person["face_kpts"][9] = None
+    edited.write_text(json.dumps(data))
+    with pytest.raises(
+        PoseCliError, match=rf"id {person['id']}: 'face_kpts' holds a value that is not a finite number"
+    ):
+        TopDownCocoDataset(edited, img_dir, meta, data_settings(), train=False)
+    person["face_kpts"][9] = 1.0
+    person["keypoints"][2] = 0.5  # but the COCO body field keeps COCO's 0/1/2 flags
+    edited.write_text(json.dumps(data))
+    with pytest.raises(PoseCliError, match=rf"annotation id {person['id']}: 'keypoints' visibility values \[0\.5\]"):
+        TopDownCocoDataset(edited, img_dir, meta, data_settings(), train=False)
+
+
 # ------------------------------------------------------------------------------------------- errors
 def test_wrong_keypoint_count_names_the_annotation(coco: tuple[Path, Path]) -> None:
     ann, img_dir = coco
@@ -179,6 +234,13 @@ def test_wrong_keypoint_count_names_the_annotation(coco: tuple[Path, Path]) -> N
     assert e.value.path == str(ann)
 
 
+def _huge_values_that_cancel(doc: dict[str, Any]) -> dict[str, Any]:
+    """Two values beyond float32 whose sum is 0: past validation's fast pass, refused when read as float32."""
+    kp = doc["annotations"][3]["keypoints"]
+    kp[0], kp[3] = 1e39, -1e39
+    return doc
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -187,6 +249,62 @@ def test_wrong_keypoint_count_names_the_annotation(coco: tuple[Path, Path]) -> N
         (lambda d: d["images"][0].pop("file_name") and d, "image id 1: missing file_name"),
         (lambda d: d["annotations"][0].pop("bbox") and d, "annotation id 1: missing bbox"),
         (lambda d: d["annotations"][0].update(image_id=42) or d, "annotation id 1: image_id 42 is not in 'images'"),
+        # what pycocotools or the samples would crash on, or turn into NaN targets
+        (lambda d: d.pop("categories") and d, "missing 'categories' list"),
+        (lambda d: d["categories"].__setitem__(0, None) or d, r"categories\[0\] is not an object with a whole-number"),
+        (lambda d: d["categories"][0].pop("id") and d, r"categories\[0\] is not an object with a whole-number 'id'"),
+        (lambda d: d["categories"].append({"id": 1}) or d, "category id 1 appears twice in 'categories'"),
+        (lambda d: d["images"][0].update(id=[1]) or d, r"images\[0\]: id \[1\] is not a whole number"),
+        (lambda d: d["images"][1].update(width=0) or d, "image id 2: width/height must be positive numbers"),
+        (lambda d: d["images"][1].update(height=float("nan")) or d, "image id 2: width/height must be positive"),
+        (lambda d: d["images"][0].update(file_name=None) or d, "image id 1: file_name must be a string"),
+        (lambda d: d["annotations"][1].update(id=None) or d, r"annotations\[1\]: id None is not a whole number"),
+        (lambda d: d["annotations"][1].update(id=1) or d, "annotation id 1 appears twice in 'annotations'"),
+        (
+            lambda d: d["annotations"][0].update(image_id=[1]) or d,
+            r"annotation id 1: image_id \[1\] is not in 'images'",
+        ),
+        (lambda d: d["annotations"][0].pop("category_id") and d, "annotation id 1: missing category_id"),
+        (lambda d: d["annotations"][0].update(category_id=[1]) or d, r"category_id \[1\] is not in 'categories'"),
+        (lambda d: d["annotations"][0].update(category_id=7) or d, "annotation id 1: category_id 7 is not in"),
+        (
+            lambda d: d["annotations"][0]["bbox"].__setitem__(2, float("nan")) or d,
+            r"bbox must be \[x, y, w, h\] finite",
+        ),
+        (lambda d: d["annotations"][0]["bbox"].pop() and d, r"annotation id 1: bbox must be \[x, y, w, h\]"),
+        (lambda d: d["annotations"][0].update(area=None) or d, "annotation id 1: area None is not a finite number"),
+        (lambda d: d["annotations"][0].update(area=float("inf")) or d, "annotation id 1: area inf is not a finite"),
+        (lambda d: d["annotations"][0].update(iscrowd="no") or d, "annotation id 1: iscrowd 'no' is not 0 or 1"),
+        (lambda d: d["annotations"][0].update(keypoints="x") or d, "annotation id 1: 'keypoints' is not a list"),
+        (
+            lambda d: d["annotations"][0].update(keypoints=[None] * 51) or d,
+            "id 1: 'keypoints' holds a value that is not",
+        ),
+        (
+            lambda d: d["annotations"][3]["keypoints"].__setitem__(3, float("nan")) or d,
+            r"id 4: .* finite number \(nan\)",
+        ),
+        (lambda d: d["annotations"][3]["keypoints"].__setitem__(0, 1e39) or d, r"id 4: .* finite number \(1e\+39\)"),
+        (
+            lambda d: d["annotations"][3]["keypoints"].__setitem__(0, "5") or d,
+            "id 4: 'keypoints' holds a value that is",
+        ),
+        (_huge_values_that_cancel, "annotation id 4: keypoints hold a value that is not a finite number"),
+        (lambda d: d["annotations"][1]["keypoints"].__setitem__(0, None) or d, "id 2: 'keypoints' holds"),  # a crowd
+        (
+            lambda d: d["annotations"][3]["keypoints"].__setitem__(2, 3) or d,
+            r"id 4: 'keypoints' visibility values \[3\]",
+        ),
+        (lambda d: d["annotations"][3]["keypoints"].__setitem__(5, 0.5) or d, r"visibility values \[0\.5\] not in 0"),
+        (
+            lambda d: d["annotations"][3]["keypoints"].__setitem__(2, -1) or d,
+            r"visibility values \[-1\] not in 0, 1, 2",
+        ),
+        (
+            lambda d: d["annotations"][3].update(bbox=[30, 20, 0, 60]) or d,
+            r"id 4: bbox \[30, 20, 0, 60\] has a non-pos",
+        ),
+        (lambda d: d["annotations"][0].update(bbox=[20, 10, 40, -6]) or d, r"id 1: bbox \[20, 10, 40, -6\] has a non-"),
     ],
 )
 def test_malformed_annotation_file_names_the_file(coco: tuple[Path, Path], edit: Any, message: str) -> None:
@@ -196,6 +314,105 @@ def test_malformed_annotation_file_names_the_file(coco: tuple[Path, Path], edit:
     with pytest.raises(PoseCliError, match=message) as exc:
         TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
     assert exc.value.path == str(ann)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_flat_boxes_refused_only_for_labelled_non_crowd_people(coco: tuple[Path, Path], train: bool) -> None:
+    """An unlabelled or crowd box of zero size is dropped as MMPose drops it; a labelled person's is an error."""
+    ann, img_dir = coco
+    data = json.loads(ann.read_text())
+    data["annotations"][1]["bbox"] = [0, 0, 0, 80]  # the crowd (labelled keypoints)
+    data["annotations"][2]["bbox"] = [60, 20, -30, 40]  # the unlabelled person
+    ann.write_text(json.dumps(data))
+    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=train)
+    assert [s.ann_id for s in ds.samples] == [1, 4]
+    data["annotations"][3]["bbox"] = [30, 20, 50, 0.0]  # half-labelled person 4
+    ann.write_text(json.dumps(data))
+    with pytest.raises(PoseCliError) as exc:
+        TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=train)
+    assert str(exc.value) == f"{ann}: annotation id 4: bbox [30, 20, 50, 0.0] has a non-positive width or height"
+
+
+def test_ids_fields_and_sizes_filled_when_absent(coco: tuple[Path, Path]) -> None:
+    ann, img_dir = coco
+    data = json.loads(ann.read_text())
+    for key in ("area", "num_keypoints", "iscrowd"):
+        del data["annotations"][3][key]
+    ann.write_text(json.dumps(data))
+    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False)
+    person = ds.coco.anns[4]
+    assert (person["area"], person["num_keypoints"], person["iscrowd"]) == (3000.0, 9, 0)
+    assert [s.ann_id for s in ds.samples] == [1, 4]
+
+
+def test_keypoint_check_in_chunks_names_the_annotation(
+    coco: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keypoint values are checked in numpy passes of KEYPOINT_CHUNK_VALUES values (here ~one annotation)."""
+    monkeypatch.setattr(coco_module, "KEYPOINT_CHUNK_VALUES", 60)
+    ann, img_dir = coco
+    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+    assert [s.ann_id for s in ds.samples] == [1, 4]
+    for ann_id, index, value in [(4, 5, 7), (6, 0, float("-inf")), (1, 50, 2.5)]:
+        data = json.loads(ann.read_text())
+        data["annotations"][ann_id - 1]["keypoints"][index] = value
+        (ann.parent / "bad.json").write_text(json.dumps(data))
+        with pytest.raises(PoseCliError, match=rf"annotation id {ann_id}: 'keypoints' ") as exc:
+            TopDownCocoDataset(ann.parent / "bad.json", img_dir, load_builtin("coco"), data_settings(), train=True)
+        assert exc.value.path == str(ann.parent / "bad.json")
+
+
+def test_annotation_file_size_limit_and_truncation(
+    coco: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ann, img_dir = coco
+    size = ann.stat().st_size
+    monkeypatch.setenv("POSECLI_MAX_ANN_BYTES", str(size - 1))
+    with pytest.raises(PoseCliError, match=rf"annotation file is {size:,} bytes, over the {size - 1:,}-byte limit"):
+        TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+    monkeypatch.setenv("POSECLI_MAX_ANN_BYTES", str(size))
+    TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+    dets = tmp_path / "dets.json"
+    dets.write_text(json.dumps([{"image_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}] * 100))
+    with pytest.raises(PoseCliError, match="detection results file is .* bytes, over the") as exc:
+        TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False, bbox_file=dets)
+    assert exc.value.path == str(dets)
+    monkeypatch.delenv("POSECLI_MAX_ANN_BYTES")
+    text = ann.read_text()
+    ann.write_text(text[: len(text) // 2])  # an interrupted download
+    with pytest.raises(PoseCliError, match=r"not valid JSON: it stops before the JSON is complete.*\(truncated\?\)"):
+        TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+    with pytest.raises(PoseCliError, match="annotation file not found"):
+        TopDownCocoDataset(tmp_path / "nope.json", img_dir, load_builtin("coco"), data_settings(), train=True)
+
+
+@pytest.mark.parametrize(
+    ("det", "message"),
+    [
+        ({"image_id": 1, "bbox": [0, 0, 5, 5], "score": float("nan")}, "score a finite number"),
+        ({"image_id": 1, "bbox": [0, float("inf"), 5, 5], "score": 0.5}, r"bbox must be \[x, y, w, h\] finite"),
+        ({"image_id": [1], "bbox": [0, 0, 5, 5], "score": 0.5}, r"detection #0: image_id \[1\] is not in"),
+    ],
+)
+def test_bad_detection_values_are_refused(coco: tuple[Path, Path], tmp_path: Path, det: Any, message: str) -> None:
+    ann, img_dir = coco
+    dets = tmp_path / "dets.json"
+    dets.write_text(json.dumps([det]))
+    with pytest.raises(PoseCliError, match=message) as exc:
+        TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False, bbox_file=dets)
+    assert exc.value.path == str(dets)
+
+
+def test_missing_image_is_refused_when_the_dataset_is_built(tmp_path: Path) -> None:
+    """Only images that give a sample must exist (c.png has no people)."""
+    ann, img_dir = write_coco(tmp_path, images={"a.png": (100, 80), "b.png": (120, 90), "c.png": (30, 20)})
+    (img_dir / "c.png").unlink()
+    assert len(TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)) == 2
+    (img_dir / "b.png").unlink()
+    for train in (True, False):
+        with pytest.raises(PoseCliError, match=rf"image file not found \(listed in {ann}\)") as exc:
+            TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=train)
+        assert exc.value.path == str(img_dir / "b.png")
 
 
 def test_missing_and_unreadable_images_name_the_file(coco: tuple[Path, Path]) -> None:
@@ -209,6 +426,10 @@ def test_missing_and_unreadable_images_name_the_file(coco: tuple[Path, Path]) ->
     with pytest.raises(PoseCliError, match=r"image file not found \(listed in .*ann\.json\)") as exc:
         ds.check_image_files()
     assert exc.value.path == str(img_dir / "b.png")
+    # inside a DataLoader worker: the same one line, not the worker's traceback text
+    with pytest.raises(PoseCliError) as exc:
+        list(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1))
+    assert str(exc.value) == f"{img_dir / 'b.png'}: image file not found"
     (img_dir / "b.png").write_bytes(b"not a png")
     with pytest.raises(PoseCliError, match="cannot read image") as exc:
         ds[1]

@@ -443,9 +443,6 @@ KNOWN_BAD = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True, reason="posecli/datasets/coco.py validate_coco_keypoints must check these fields (see KNOWN_BAD)"
-)
 @pytest.mark.parametrize("fault", list(KNOWN_BAD))
 def test_coco_loader_known_bad_fields(tmp_path: Path, fault: str) -> None:
     doc = {
