@@ -626,3 +626,30 @@ def test_command_usage_errors_exit_2(args: list[str], message: str) -> None:
     result = convert(*args)
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_wholebody_real_format_confidences_become_flags(tmp_path: Path) -> None:
+    """Real COCO-WholeBody files hold detector confidences in the face/hand/foot fields: v > 0 = labelled."""
+    repo_ref = Path(__file__).resolve().parents[2] / "shared" / "reference" / "wholebody" / "annotations.json"
+    data = json.loads(repo_ref.read_text())
+    for ann in data["annotations"]:
+        ann["lefthand_kpts"][2::3] = [0.104 if v > 0 else 0 for v in ann["lefthand_kpts"][2::3]]
+        ann["face_kpts"][2::3] = [1.37 if v > 0 else 0 for v in ann["face_kpts"][2::3]]
+    src = tmp_path / "wb.json"
+    src.write_text(json.dumps(data))
+    out = tmp_path / "flat.json"
+    result = runner.invoke(app, ["convert-dataset", str(src), "--from", "coco-wholebody", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    flat = json.loads(out.read_text())
+    for before, after in zip(data["annotations"], flat["annotations"], strict=True):
+        flags = after["keypoints"][2::3]
+        assert set(flags) <= {0, 1, 2}
+        assert flags[91:112] == [2 if v > 0 else 0 for v in before["lefthand_kpts"][2::3]]
+        assert after["num_keypoints"] == sum(1 for v in flags if v > 0)
+    bad = json.loads(repo_ref.read_text())
+    bad["annotations"][0]["keypoints"][2] = 0.5  # the body field keeps COCO's 0/1/2 rule
+    src.write_text(json.dumps(bad))
+    result = runner.invoke(
+        app, ["convert-dataset", str(src), "--from", "coco-wholebody", "--out", str(tmp_path / "b.json")]
+    )
+    assert result.exit_code == 2 and "not in 0, 1, 2" in result.stderr

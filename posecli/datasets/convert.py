@@ -330,11 +330,18 @@ def convert_coco_wholebody(src: Path, out: Path, parts: str | None = None) -> Co
             if not isinstance(values, list) or len(values) != 3 * count or not all(_is_num(v) for v in values):
                 n = len(values) if isinstance(values, list) else type(values).__name__
                 raise PoseCliError(f"annotation {ann_id}: '{key}' must be {3 * count} numbers, got {n}", src)
+            if key == "keypoints":
+                bad = [v for v in values[2::3] if v not in (0, 1, 2)]
+                if bad:
+                    raise PoseCliError(
+                        f"annotation {ann_id}: visibility values {sorted(set(bad))[:5]} not in 0, 1, 2", src
+                    )
+            else:
+                # Real COCO-WholeBody files store detector confidences (e.g. 0.104, 1.37) as the third value
+                # of the foot/face/hand fields; v > 0 means labelled. The flat file gets COCO flags (2 / 0).
+                values = [v if j % 3 != 2 else (2 if v > 0 else 0) for j, v in enumerate(values)]
             flat.extend(values)
         vis = flat[2::3]
-        bad = [v for v in vis if v not in (0, 1, 2)]
-        if bad:
-            raise PoseCliError(f"annotation {ann_id}: visibility values {sorted(set(bad))[:5]} not in 0, 1, 2", src)
         num = sum(1 for v in vis if v > 0)
         labelled += num
         new = {k: v for k, v in ann.items() if k not in _WHOLEBODY_EXTRA_KEYS}
