@@ -338,8 +338,8 @@ def convert_coco_wholebody(src: Path, out: Path, parts: str | None = None) -> Co
                     )
             else:
                 # Real COCO-WholeBody files store detector confidences (e.g. 0.104, 1.37) as the third value
-                # of the foot/face/hand fields; v > 0 means labelled. The flat file gets COCO flags (2 / 0).
-                values = [v if j % 3 != 2 else (2 if v > 0 else 0) for j, v in enumerate(values)]
+                # of the foot/face/hand fields; v > 0 means labelled. Flags 0/1/2 are kept, others become 2 or 0.
+                values = [v if j % 3 != 2 or v in (0, 1, 2) else (2 if v > 0 else 0) for j, v in enumerate(values)]
             flat.extend(values)
         vis = flat[2::3]
         num = sum(1 for v in vis if v > 0)
