@@ -250,12 +250,7 @@ def finetune(
     device: DeviceOpt = Device.auto,
     resume: Annotated[
         str | None,
-        typer.Option(
-            "--resume",
-            is_flag=False,
-            flag_value="auto",
-            help="Resume: bare flag = last.pth of the work dir, or a PATH.",
-        ),
+        typer.Option("--resume", help="Resume from PATH; a bare --resume takes last.pth of the work dir."),
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="train.seed")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Data-loading worker processes.")] = None,
@@ -278,6 +273,9 @@ def finetune(
         bool | None,
         typer.Option("--eval-before/--no-eval-before", help="Evaluate the loaded model once before training."),
     ] = None,
+    allow_outside_img_dir: Annotated[
+        bool | None, typer.Option("--allow-outside-img-dir", help="Accept image paths escaping the image dirs.")
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Start a new run in a work dir that already holds one.")
     ] = False,
@@ -293,6 +291,7 @@ def finetune(
         "data.train_img_dir": train_img_dir,
         "data.val_ann": val_ann,
         "data.val_img_dir": val_img_dir,
+        "data.allow_outside_img_dir": allow_outside_img_dir,
         "train.total_epochs": epochs,
         "train.batch_size": batch_size,
         "train.optimizer.lr": lr,

@@ -177,17 +177,24 @@ class LrConfig(_Strict):
     """Learning-rate schedule, MMPose ``lr_config`` dict (epoch-based steps, iteration-based warmup)."""
 
     policy: Literal["step", "cosine", "fixed"] = "step"
-    step: list[int] = Field(default_factory=lambda: [170, 200], description="epochs where lr *= gamma")
+    step: list[int] | int = Field(
+        default_factory=lambda: [170, 200],
+        description="epochs where lr *= gamma; a single number N means every N epochs (as in mmcv)",
+    )
     gamma: float = Field(0.1, gt=0)
     min_lr: float = Field(0.0, ge=0, description="cosine floor")
     warmup: Literal["linear", "constant"] | None = "linear"
     warmup_iters: int = Field(500, ge=0)
     warmup_ratio: float = Field(0.001, gt=0, le=1)
 
-    @field_validator("step", mode="before")
+    @field_validator("step")
     @classmethod
-    def _int_to_list(cls, v: Any) -> Any:
-        return [v] if isinstance(v, int) else v
+    def _positive_steps(cls, v: list[int] | int) -> list[int] | int:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"step={v}: a single step means 'every N epochs' and must be >= 1")
+        if isinstance(v, list) and any(s < 0 for s in v):
+            raise ValueError("step epochs must be >= 0")
+        return v
 
 
 class TrainSettings(_Strict):

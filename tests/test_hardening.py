@@ -132,12 +132,6 @@ def earlier_outputs(folder: Path, names: tuple[str, ...]) -> dict[str, bytes]:
     return snapshot(folder)
 
 
-# Refusals that need a change in a module this file's author does not own (see the reasons): strict, so that
-# the fix turns them into failures to be unmarked.
-WORK_DIR_GAP = pytest.mark.xfail(
-    strict=True,
-    reason="posecli/engine/train.py must check --work-dir first (posecli.atomic.check_writable_dir)",
-)
 EVAL_OUTPUTS = ("results.json", "results.meta.json", "metrics.json")
 RUN_OUTPUTS = ("config.yaml", "log.jsonl", "last.pth", "best.pth", "curves.png")
 
@@ -340,7 +334,6 @@ def test_preset_keypoint_count_disagrees_with_builtin_dataset(world: dict[str, A
     assert_refused(result, path, "out_channels=17", "23 keypoints")
 
 
-@pytest.mark.xfail(strict=True, reason="posecli/engine/train.py check_keypoint_counts must name the annotation file")
 def test_preset_keypoint_count_disagrees_with_the_annotations(world: dict[str, Any], tmp_path: Path) -> None:
     """``dataset: null`` takes the keypoints from the annotation file: 23 there, a 17-keypoint head here."""
 
@@ -547,7 +540,7 @@ def read_only(folder: Path) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("where", ["inside", "itself"])
-@pytest.mark.parametrize("command", [pytest.param("finetune", marks=WORK_DIR_GAP), "evaluate"])
+@pytest.mark.parametrize("command", ["finetune", "evaluate"])
 def test_work_dir_on_a_read_only_path(world: dict[str, Any], tmp_path: Path, command: str, where: str) -> None:
     """A new work dir (output dir) under a read-only folder, or an earlier run's read-only one (--overwrite)."""
     preset = write_preset(tmp_path / "tiny.yaml", world["preset"])
@@ -560,7 +553,7 @@ def test_work_dir_on_a_read_only_path(world: dict[str, Any], tmp_path: Path, com
     assert snapshot(locked) == before
 
 
-@pytest.mark.parametrize("command", ["evaluate", pytest.param("finetune", marks=WORK_DIR_GAP)])
+@pytest.mark.parametrize("command", ["evaluate", "finetune"])
 def test_output_dir_that_is_a_file(world: dict[str, Any], tmp_path: Path, command: str) -> None:
     target = tmp_path / "results"
     target.write_text("an earlier file that must survive\n")
@@ -634,9 +627,7 @@ def test_image_paths_escaping_the_image_dir(world: dict[str, Any], tmp_path: Pat
         assert allowed.exit_code == 0, allowed.output
 
 
-@pytest.mark.parametrize(
-    "allow", [False, pytest.param(True, marks=pytest.mark.xfail(strict=True, reason="cli.py finetune needs the flag"))]
-)
+@pytest.mark.parametrize("allow", [False, True])
 def test_finetune_image_paths_escaping_the_image_dir(world: dict[str, Any], tmp_path: Path, allow: bool) -> None:
     """finetune refuses them too; `--allow-outside-img-dir` (data.allow_outside_img_dir) accepts them."""
     img_dir = tmp_path / "data" / "images"

@@ -89,3 +89,13 @@ def test_schedule_drives_a_real_step() -> None:
     model.keypoint_head.bias.grad = torch.ones(2)
     opt.step()
     assert torch.allclose(before - model.keypoint_head.bias.detach(), torch.full((2,), 0.1))
+
+
+def test_int_step_means_every_n_epochs_as_in_mmcv() -> None:
+    from posecli.engine.schedule import regular_lr
+    from posecli.settings import LrConfig
+
+    cfg = LrConfig(policy="step", step=2, gamma=0.5, warmup=None)
+    assert [regular_lr(cfg, 1.0, e, 10) for e in range(6)] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
+    listed = LrConfig(policy="step", step=[2], gamma=0.5, warmup=None)
+    assert [regular_lr(listed, 1.0, e, 10) for e in range(6)] == [1.0, 1.0, 0.5, 0.5, 0.5, 0.5]

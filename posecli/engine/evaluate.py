@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from posecli import __version__
-from posecli.atomic import atomic_write_json, atomic_write_text
+from posecli.atomic import atomic_write_json, atomic_write_text, check_writable_dir
 from posecli.checkpoints import load_into_model, read_checkpoint, resolve_source, sha256_of
 from posecli.codec import decode_heatmaps, heatmap_to_image
 from posecli.datasets.coco import TopDownCocoDataset, read_keypoints
@@ -419,8 +419,7 @@ def evaluate_model(
 def _check_output_dir(output_dir: Path | None) -> None:
     if output_dir is None:
         return
-    if output_dir.exists() and not output_dir.is_dir():
-        raise PoseCliError("--output-dir is a file, not a folder", output_dir)
+    check_writable_dir(output_dir, "--output-dir")  # a file or a read-only path fails before inference
     for name in (RESULTS_FILE, METRICS_FILE, VIS_DIR):
         target = output_dir / name
         if name == VIS_DIR and target.exists() and not target.is_dir():

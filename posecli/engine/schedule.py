@@ -24,8 +24,9 @@ from posecli.settings import LrConfig, OptimizerSettings
 def regular_lr(cfg: LrConfig, base_lr: float, epoch: int, total_epochs: int) -> float:
     """The lr of a whole (0-based) epoch, before warmup."""
     if cfg.policy == "step":
-        # mmcv: exp = index of the first step still ahead of the epoch (= number of steps passed)
-        passed = sum(1 for s in cfg.step if epoch >= s)
+        # mmcv: exp = number of steps passed; an int step means "every `step` epochs"
+        steps = cfg.step
+        passed = epoch // steps if isinstance(steps, int) else sum(1 for s in steps if epoch >= s)
         return base_lr * cfg.gamma**passed
     if cfg.policy == "cosine":
         factor = epoch / total_epochs

@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from posecli import __version__
-from posecli.atomic import atomic_write_text
+from posecli.atomic import atomic_write_text, check_writable_dir
 from posecli.checkpoints import checkpoint_meta, load_into_model, load_weights_only, save_checkpoint
 from posecli.datasets.coco import TopDownCocoDataset
 from posecli.datasets.meta import DatasetMeta, resolve_meta
@@ -239,9 +239,12 @@ def check_keypoint_counts(settings: Settings, meta: DatasetMeta, datasets: list[
     """Refuse, before training, a head, dataset meta or annotation file that disagree on the keypoint count."""
     head_k = settings.model.head.out_channels
     if meta.num_keypoints != head_k:
+        # with `dataset: null` the meta was read from the training annotations: name that file
+        source = settings.data.train_ann if settings.dataset is None else None
         raise PoseCliError(
             f"the dataset meta '{meta.name}' has {meta.num_keypoints} keypoints but the head predicts {head_k} "
-            f"(--keypoints / model.head.out_channels); pass --keypoints {meta.num_keypoints} or fix the dataset"
+            f"(--keypoints / model.head.out_channels); pass --keypoints {meta.num_keypoints} or fix the dataset",
+            source,
         )
     for ds in datasets:
         for cat in ds.coco.dataset.get("categories") or []:
@@ -926,6 +929,8 @@ def _finetune(
         console = Console(quiet=True)
 
     # ------------------------------------------------------------------------------- set up
+    if info.is_main:  # a read-only path or a file fails now, not after the setup work
+        check_writable_dir(work_dir, "--work-dir")
     resume_path = (work_dir / LAST_CKPT) if resume == "auto" else (Path(resume) if resume else None)
     if resume_path is None and (work_dir / LAST_CKPT).exists() and not overwrite:
         raise PoseCliError(
