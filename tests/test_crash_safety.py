@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from tiny_hrnet import tiny_stages
 from typer.testing import CliRunner
 
 from posecli.checkpoints import read_checkpoint
@@ -41,17 +42,6 @@ torch.set_num_threads(1)
 runner = CliRunner()
 EPOCHS = 2
 
-STAGES = {
-    "stage1": {"num_modules": 1, "num_branches": 1, "block": "BOTTLENECK", "num_blocks": [1], "num_channels": [8]},
-    "stage2": {"num_modules": 1, "num_branches": 2, "block": "BASIC", "num_blocks": [1, 1], "num_channels": [8, 16]},
-    "stage3": {
-        "num_modules": 1, "num_branches": 3, "block": "BASIC", "num_blocks": [1, 1, 1], "num_channels": [8, 16, 32]
-    },
-    "stage4": {
-        "num_modules": 1, "num_branches": 4, "block": "BASIC", "num_blocks": [1, 1, 1, 1],
-        "num_channels": [8, 16, 32, 64],
-    },
-}  # fmt: skip
 
 # Runs `posecli ARGS` after replacing torch.save: on the N-th write of last.pth it writes the first half of the
 # checkpoint's bytes into the open file, forces them to disk and SIGKILLs its own process, as the OOM killer or a
@@ -103,7 +93,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     preset = {
         "dataset": "body_foot",
         "model": {
-            "backbone": {"type": "HRNet", "in_channels": 3, "extra": STAGES},
+            "backbone": {"type": "HRNet", "in_channels": 3, "extra": tiny_stages()},
             "head": {"in_channels": 8, "out_channels": 23, "num_deconv_layers": 0},
         },
         "data": {

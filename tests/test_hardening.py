@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from tiny_hrnet import tiny_stages
 from typer.testing import CliRunner
 
 from posecli.checkpoints import checkpoint_meta, save_checkpoint
@@ -39,22 +40,10 @@ runner = CliRunner()
 META = load_builtin("body_foot")
 K = META.num_keypoints  # 23
 
-STAGES = {
-    "stage1": {"num_modules": 1, "num_branches": 1, "block": "BOTTLENECK", "num_blocks": [1], "num_channels": [8]},
-    "stage2": {"num_modules": 1, "num_branches": 2, "block": "BASIC", "num_blocks": [1, 1], "num_channels": [8, 16]},
-    "stage3": {
-        "num_modules": 1, "num_branches": 3, "block": "BASIC", "num_blocks": [1, 1, 1], "num_channels": [8, 16, 32]
-    },
-    "stage4": {
-        "num_modules": 1, "num_branches": 4, "block": "BASIC", "num_blocks": [1, 1, 1, 1],
-        "num_channels": [8, 16, 32, 64],
-    },
-}  # fmt: skip
-
 
 def tiny_preset(train_ann: Path, img_dir: Path, width: int = 8) -> dict[str, Any]:
     """A 0.1 M-parameter HRNet on 32x48 crops with the 23 body+feet keypoints, training on ``train_ann``."""
-    stages = copy.deepcopy(STAGES)
+    stages = tiny_stages()
     stages["stage4"]["num_channels"][0] = width
     return {
         "dataset": "body_foot",

@@ -8,7 +8,6 @@ torch's kernel caches) and after the 200th; the growth between must stay under G
 
 from __future__ import annotations
 
-import copy
 import gc
 import json
 import os
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_hrnet import tiny_stages
 from typer.testing import CliRunner
 
 from posecli.checkpoints import checkpoint_meta, save_checkpoint
@@ -28,18 +28,6 @@ from posecli.settings import validate_settings
 RUNS = 200
 WARMUP = 20
 GROWTH_BOUND_MB = 10.0  # over the 180 runs after warm-up (measured: +0.9 MB, 5 KB per run, on CPU)
-
-STAGES = {
-    "stage1": {"num_modules": 1, "num_branches": 1, "block": "BOTTLENECK", "num_blocks": [1], "num_channels": [8]},
-    "stage2": {"num_modules": 1, "num_branches": 2, "block": "BASIC", "num_blocks": [1, 1], "num_channels": [8, 16]},
-    "stage3": {
-        "num_modules": 1, "num_branches": 3, "block": "BASIC", "num_blocks": [1, 1, 1], "num_channels": [8, 16, 32]
-    },
-    "stage4": {
-        "num_modules": 1, "num_branches": 4, "block": "BASIC", "num_blocks": [1, 1, 1, 1],
-        "num_channels": [8, 16, 32, 64],
-    },
-}  # fmt: skip
 
 
 def rss_mb() -> float:
@@ -57,7 +45,7 @@ def test_200_evaluate_runs_do_not_grow_memory(tmp_path: Path) -> None:
     preset = {
         "dataset": "body_foot",
         "model": {
-            "backbone": {"type": "HRNet", "in_channels": 3, "extra": copy.deepcopy(STAGES)},
+            "backbone": {"type": "HRNet", "in_channels": 3, "extra": tiny_stages()},
             "head": {"in_channels": 8, "out_channels": 23, "num_deconv_layers": 0},
         },
         "data": {"image_size": [32, 48], "heatmap_size": [8, 12], "sigma": 1.0},

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tiny_hrnet import tiny_stages
 from typer.testing import CliRunner
 
 from posecli.cli import app
@@ -24,23 +25,10 @@ from posecli.settings import load_settings
 torch.set_num_threads(1)
 runner = CliRunner()
 
-TINY_EXTRA = {
-    "stage1": {"num_modules": 1, "num_branches": 1, "block": "BOTTLENECK", "num_blocks": [1], "num_channels": [8]},
-    "stage2": {"num_modules": 1, "num_branches": 2, "block": "BASIC", "num_blocks": [1, 1], "num_channels": [8, 16]},
-    "stage3": {
-        "num_modules": 1, "num_branches": 3, "block": "BASIC", "num_blocks": [1, 1, 1], "num_channels": [8, 16, 32]
-    },
-    "stage4": {
-        "num_modules": 1, "num_branches": 4, "block": "BASIC", "num_blocks": [1, 1, 1, 1],
-        "num_channels": [8, 16, 32, 64],
-    },
-}  # fmt: skip
-
 
 def tiny_preset(keypoints: str = "coco", num_keypoints: int = 17, width: int = 8) -> dict[str, Any]:
     """A preset small enough for a 1-core test: 0.2 M parameters, 32x48 input, 6 + 3 synthetic images."""
-    extra = json.loads(json.dumps(TINY_EXTRA))
-    extra["stage4"]["num_channels"][0] = width
+    extra = tiny_stages(width)
     return {
         "dataset": keypoints,
         "model": {
