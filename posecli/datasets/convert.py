@@ -117,6 +117,22 @@ def _is_num(v: Any) -> bool:
     return (isinstance(v, int | float) and not isinstance(v, bool)) and math.isfinite(v)
 
 
+def person_annotation(
+    ann_id: int, image_id: int, bbox: list[float], keypoints: list[float], category_id: int = 1
+) -> dict[str, Any]:
+    """One COCO person annotation; ``area`` is the box area and ``num_keypoints`` counts v > 0."""
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": bbox,
+        "area": _num(bbox[2] * bbox[3]),
+        "iscrowd": 0,
+        "num_keypoints": sum(1 for v in keypoints[2::3] if v > 0),
+        "keypoints": keypoints,
+    }
+
+
 def box_from_points(xy: list[tuple[float, float]], margin: float, image_wh: tuple[int, int]) -> list[float]:
     """Box xywh around points, each side padded by margin x the longer side, clipped to the image."""
     xs, ys = [p[0] for p in xy], [p[1] for p in xy]
@@ -551,18 +567,7 @@ def convert_yolo_pose(src: Path, out: Path, split: str | None = None, keypoints:
             if not line.strip():
                 continue
             cls, bbox, kpts = _parse_yolo_line(line, lineno, label, k, dims, names, wh)
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": image_id,
-                    "category_id": cls + 1,
-                    "bbox": bbox,
-                    "area": _num(bbox[2] * bbox[3]),
-                    "iscrowd": 0,
-                    "num_keypoints": sum(1 for v in kpts[2::3] if v > 0),
-                    "keypoints": kpts,
-                }
-            )
+            anns.append(person_annotation(len(anns) + 1, image_id, bbox, kpts, category_id=cls + 1))
     if unlabelled:
         notes.append(f"{unlabelled} image(s) without a label file kept as images with no people")
     categories = [_category(meta, cls + 1, name) for cls, name in sorted(names.items())]
@@ -697,18 +702,7 @@ def convert_labelme(src: Path, out: Path, keypoints: str | None = None, margin: 
                 bbox = [_num(x0), _num(y0), _num(x1 - x0), _num(y1 - y0)]
             else:
                 bbox = box_from_points([(x, y) for x, y, _ in person["points"].values()], margin, (w, h))
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": image_id,
-                    "category_id": 1,
-                    "bbox": bbox,
-                    "area": _num(bbox[2] * bbox[3]),
-                    "iscrowd": 0,
-                    "num_keypoints": len(person["points"]),
-                    "keypoints": kpts,
-                }
-            )
+            anns.append(person_annotation(len(anns) + 1, image_id, bbox, kpts))
     meta = _make_meta(root.name or "labelme", names, spec_meta)
     notes = []
     if ignored:
@@ -868,18 +862,7 @@ def convert_deeplabcut(
                 if not pts:
                     continue  # this animal is not labelled in this frame
                 bbox = box_from_points(pts, margin, (w, h))
-                anns.append(
-                    {
-                        "id": len(anns) + 1,
-                        "image_id": image_id,
-                        "category_id": 1,
-                        "bbox": bbox,
-                        "area": _num(bbox[2] * bbox[3]),
-                        "iscrowd": 0,
-                        "num_keypoints": len(pts),
-                        "keypoints": kpts,
-                    }
-                )
+                anns.append(person_annotation(len(anns) + 1, image_id, bbox, kpts))
     if len(roots) > 1:
         raise PoseCliError("images were found under different folders; give --img-dir (the project folder)", src)
     if not images:
