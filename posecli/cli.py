@@ -90,20 +90,20 @@ def _print_config(settings: Any) -> None:
 def presets_list() -> None:
     """List the shipped presets with their keypoint count and input size."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from posecli.settings import list_presets, load_settings
 
-    table = Table("preset", "dataset", "keypoints", "input (w x h)", "load_from / pretrained")
+    table = Table("dataset", "keypoints", "input (w x h)", "starts from")
+    table.columns.insert(0, Column("preset", no_wrap=True))  # names are what users copy: never cut them
+    table.columns[-1].overflow = "fold"
     for name in list_presets():
         s = load_settings(name)
-        source = s.train.load_from or (f"pretrained: {s.train.pretrained}" if s.train.pretrained else "-")
+        source = s.train.load_from or s.train.pretrained
+        # the file name says which checkpoint; `presets show` prints the whole URL
+        shown = "-" if source is None else source.rsplit("/", 1)[-1] + ("" if s.train.load_from else " (backbone)")
         table.add_row(
-            name,
-            str(s.dataset),
-            str(s.model.head.out_channels),
-            "x".join(map(str, s.data.image_size)),
-            source,
+            name, str(s.dataset), str(s.model.head.out_channels), "x".join(map(str, s.data.image_size)), shown
         )
     Console().print(table)
 
