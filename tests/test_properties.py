@@ -161,6 +161,14 @@ def assert_valid_output(out: Path) -> None:
     assert not fatal, fatal
 
 
+def convert_cleanly(src: Path, fmt: str, out: Path, *, must_succeed: bool, extra: tuple = ()) -> None:
+    """Run a converter through the CLI: a clean refusal, or a success whose output --check accepts."""
+    result = cli("convert-dataset", src, "--from", fmt, "--out", out, *extra)
+    assert_clean(result, must_succeed=must_succeed)
+    if result.exit_code == 0:
+        assert_valid_output(out)
+
+
 def write_image(path: Path, wh: tuple[int, int]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), np.full((wh[1], wh[0], 3), 127, np.uint8))
@@ -201,10 +209,7 @@ def test_labelme_converter_never_crashes(scratch: Path, data: st.DataObject) -> 
     (folder / "src").mkdir()
     (folder / "src" / "frame.json").write_text(text, encoding="utf-8")
     out = folder / "out.json"
-    result = cli("convert-dataset", folder / "src", "--from", "labelme", "--out", out)
-    assert_clean(result, must_succeed=valid)
-    if result.exit_code == 0:
-        assert_valid_output(out)
+    convert_cleanly(folder / "src", "labelme", out, must_succeed=valid)
 
 
 # --------------------------------------------------------------------------------------------- YOLO-pose
@@ -242,10 +247,7 @@ def test_yolo_pose_converter_never_crashes(scratch: Path, data: st.DataObject) -
     (src / "labels" / "a.txt").write_text(labels, encoding="utf-8")
     (src / "data.yaml").write_text(yaml_text, encoding="utf-8")
     out = folder / "out.json"
-    result = cli("convert-dataset", src, "--from", "yolo-pose", "--out", out)
-    assert_clean(result, must_succeed=yaml_ok and labels_ok)
-    if result.exit_code == 0:
-        assert_valid_output(out)
+    convert_cleanly(src, "yolo-pose", out, must_succeed=yaml_ok and labels_ok)
 
 
 # -------------------------------------------------------------------------------------------- DeepLabCut
@@ -281,10 +283,7 @@ def test_deeplabcut_converter_never_crashes(scratch: Path, data: st.DataObject) 
         write_image(frames / name, (160, 120))
     (frames / "CollectedData_me.csv").write_text(text, encoding="utf-8")
     out = folder / "out.json"
-    result = cli("convert-dataset", folder / "project", "--from", "deeplabcut", "--out", out)
-    assert_clean(result, must_succeed=valid)
-    if result.exit_code == 0:
-        assert_valid_output(out)
+    convert_cleanly(folder / "project", "deeplabcut", out, must_succeed=valid)
 
 
 # ---------------------------------------------------------------------------------------- COCO-WholeBody
@@ -324,12 +323,7 @@ def test_coco_wholebody_converter_never_crashes(scratch: Path, data: st.DataObje
     src = folder / "wholebody.json"
     src.write_text(text, encoding="utf-8")
     out = folder / "out.json"
-    result = cli(
-        "convert-dataset", src, "--from", "coco-wholebody", "--out", out, *(["--parts", parts] if parts else [])
-    )
-    assert_clean(result, must_succeed=valid)
-    if result.exit_code == 0:
-        assert_valid_output(out)
+    convert_cleanly(src, "coco-wholebody", out, must_succeed=valid, extra=("--parts", parts) if parts else ())
 
 
 # ------------------------------------------------------------------------------------- COCO files and loader
