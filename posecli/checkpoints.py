@@ -473,6 +473,18 @@ def backbone_widths(state: Mapping[str, Any]) -> list[int] | None:
     return widths or None
 
 
+def is_hrnetv2(state: Mapping[str, Any]) -> bool:
+    """Whether the last stage4 module fuses into every branch (MMPose's stage4.multiscale_output=True: HRNetV2)."""
+    modules = {int(k.split(".")[2]) for k in state if k.startswith("backbone.stage4.") and k.split(".")[2].isdigit()}
+    return bool(modules) and any(k.startswith(f"backbone.stage4.{max(modules)}.fuse_layers.1.") for k in state)
+
+
+def backbone_name(state: Mapping[str, Any]) -> str | None:
+    """``HRNet-W48``, ``HRNetV2-W18``, ... from the state_dict's shapes, or None without HRNet stage4 tensors."""
+    widths = backbone_widths(state)
+    return f"{'HRNetV2' if is_hrnetv2(state) else 'HRNet'}-W{widths[0]}" if widths else None
+
+
 def count_params(state: Mapping[str, Any]) -> int:
     """Elements of the learnable tensors (batch-norm running statistics not counted), as MMPose counts them."""
     return sum(math.prod(v.shape) for k, v in state.items() if not k.endswith(BUFFER_SUFFIXES))
@@ -497,6 +509,8 @@ class LoadReport:
     old_names: list[str] | None = None
     old_names_source: str = "unknown"
     widths: tuple[list[int] | None, list[int] | None] = (None, None)  # HRNet stage4 widths: checkpoint, model
+    backbones: tuple[str | None, str | None] = (None, None)  # backbone_name() of checkpoint and model
+    checkpoint_has_head: bool = False  # the checkpoint holds a keypoint head (load_from)
 
     @property
     def refusal(self) -> str | None:
@@ -506,10 +520,24 @@ class LoadReport:
             have, want = self.widths
             arch = ""
             if have and want and have != want:
-                arch = f" (checkpoint: HRNet-W{have[0]} {have}, model: HRNet-W{want[0]} {want})"
+                arch = f" (checkpoint: {self.backbones[0]} {have}, model: {self.backbones[1]} {want})"
             return (
                 f"checkpoint does not fit this model{arch}: {len(self.mismatched)} tensors differ in shape "
                 f"(only the head's final layer may), e.g. {shown}"
+            )
+        have_name, want_name = self.backbones
+        if (
+            self.mode == "load_from"
+            and self.checkpoint_has_head
+            and have_name
+            and want_name
+            and have_name.startswith("HRNetV2") != want_name.startswith("HRNetV2")
+        ):
+            reads = {True: "its head reads every stage4 branch", False: "its head reads the highest-resolution branch"}
+            return (
+                f"checkpoint is {have_name} ({reads[have_name.startswith('HRNetV2')]}) but the model is {want_name} "
+                f"({reads[want_name.startswith('HRNetV2')]}): use a preset of the checkpoint's architecture, or load "
+                "it as pretrained (backbone only)"
             )
         if not self.loaded and not self.transplanted:
             return f"no tensor of the checkpoint matches the model (format: {FORMAT_TITLES[self.format]})"
@@ -629,6 +657,7 @@ def plan_load(
     src = checkpoint.state_dict
     report = LoadReport(format=checkpoint.format, mode=mode)
     report.widths = (backbone_widths(src), backbone_widths(target_state))
+    report.backbones = (backbone_name(src), backbone_name(target_state))
     kmap = load_keypoint_map(keypoint_map) if keypoint_map is not None else None
 
     if mode == "pretrained":  # backbone only; the head keeps its fresh init
@@ -642,6 +671,7 @@ def plan_load(
     new_weight, old_weight = _final_weight_key(target_state), _final_weight_key(src)
     new_k = int(target_state[new_weight].shape[0]) if new_weight else None
     old_k = int(src[old_weight].shape[0]) if old_weight else None
+    report.checkpoint_has_head = mode == "load_from" and old_weight is not None
     row_map: list[tuple[int, int]] | None = None
     if mode == "load_from" and new_k is not None and old_k is not None:
         if meta is not None and meta.num_keypoints != new_k:
@@ -823,6 +853,7 @@ def describe_checkpoint(path: Path, checkpoint: Checkpoint) -> dict[str, Any]:
     expected = expected_sha_prefix(path.name)
     names, names_source = checkpoint.keypoint_names()
     widths = backbone_widths(checkpoint.state_dict)
+    name = backbone_name(checkpoint.state_dict)
     return {
         "file": str(path),
         "format": checkpoint.format,
@@ -837,7 +868,7 @@ def describe_checkpoint(path: Path, checkpoint: Checkpoint) -> dict[str, Any]:
         "num_tensors": len(checkpoint.state_dict),
         "num_params": count_params(checkpoint.state_dict),
         "backbone_widths": widths,
-        "backbone": f"HRNet-W{widths[0]}" if widths else None,
+        "backbone": name,
         "num_keypoints": checkpoint.num_keypoints,
         "keypoint_names": names,
         "keypoint_names_source": names_source,

@@ -121,7 +121,7 @@ def test_every_variant_builds_with_the_expected_width(variant: str) -> None:
     extra = hrnet_extra(variant)
     with torch.device("meta"):
         backbone = HRNet(extra)
-    assert backbone.out_channels == extra.stage4.num_channels[0]
+    assert backbone.out_channels == [extra.stage4.num_channels[0]]
     assert [len(stage) for stage in (backbone.stage2, backbone.stage3, backbone.stage4)] == [
         s.num_modules for s in extra.stages[1:]
     ]

@@ -14,7 +14,7 @@ import yaml
 
 from posecli.errors import PoseCliError
 
-BUILTIN = ("coco", "coco_wholebody", "body_foot")
+BUILTIN = ("coco", "coco_wholebody", "body_foot", "onehand10k")
 DEFAULT_SIGMA = 0.05  # OKS sigma for keypoints of a dataset that gives none (mid-range of COCO's 0.025-0.107)
 MAX_KEYPOINTS = 10_000  # more keypoints than this is taken as a corrupt or hostile file (heatmaps would not fit)
 MAX_META_BYTES = 16 * 1024**2  # a meta file is a few KB; refuse to parse anything absurdly large
@@ -212,7 +212,7 @@ def _builtin_path(name: str) -> Path:
 
 
 def load_builtin(name: str) -> DatasetMeta:
-    """One of the built-in keypoint sets: coco (17), coco_wholebody (133), body_foot (23)."""
+    """One of the built-in keypoint sets: coco (17), coco_wholebody (133), body_foot (23), onehand10k (21)."""
     if name not in BUILTIN:
         raise PoseCliError(f"unknown dataset '{name}' (built-in: {', '.join(BUILTIN)}, or a meta file path)")
     return DatasetMeta.from_dict(json.loads(_builtin_path(name).read_text()), source=name)

@@ -6,9 +6,13 @@ Structure (MMPose's ``extra`` dict drives everything):
     transitionN, stageN+1 (N = 1..3)
               a transition adapts channels of existing branches and adds a new, half-resolution branch;
               a stage stacks HRModules: per-branch residual blocks, then fuse layers that sum every branch
-              into every output branch (1x1 conv + BN + nearest upsample, or strided 3x3 convs to go down)
-The last module of stage4 outputs only the highest-resolution branch (MMPose's multiscale_output=False).
+              into every output branch (1x1 conv + BN + upsample, or strided 3x3 convs to go down)
+The last module of stage4 outputs only the highest-resolution branch (MMPose's default multiscale_output=False),
+or every branch with ``stage4.multiscale_output=True`` (HRNetV2, MMPose's hand and face models).
 Variants are data: ``HRNET_SPECS`` holds stage specs, ``HRNet(extra)`` builds any of them.
+
+Sums and ReLUs run in place where MMPose's do (same numbers, fewer allocations); a tensor is only written
+in place when this module created it and autograd does not need it (BN outputs, sums).
 """
 
 from __future__ import annotations
@@ -97,7 +101,8 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        out += identity  # in place on the BN output (its backward needs only BN's input)
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -124,7 +129,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        out += identity
+        return self.relu(out)
 
 
 BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"BASIC": BasicBlock, "BOTTLENECK": Bottleneck}
@@ -171,9 +177,13 @@ class HRModule(nn.Module):
         in_channels: list[int],
         num_channels: list[int],
         multiscale_output: bool = True,
+        upsample_mode: str = "nearest",
+        align_corners: bool | None = None,
     ) -> None:
         super().__init__()
         self.num_branches = len(num_blocks)
+        self.upsample_mode = upsample_mode  # MMPose's extra.upsample: nearest (HRNet) or bilinear (HRNetV2 configs)
+        self.align_corners = align_corners if upsample_mode != "nearest" else None
         self.out_channels = [c * block.expansion for c in num_channels]  # also the fused width of each branch
         self.branches = nn.ModuleList(
             make_blocks(block, in_c, out_c, n)
@@ -191,7 +201,7 @@ class HRModule(nn.Module):
         for i in range(self.num_branches if multiscale_output else 1):
             row: list[nn.Module | None] = []
             for j in range(self.num_branches):
-                if j > i:  # lower resolution: 1x1 conv + BN here, nearest upsample in forward()
+                if j > i:  # lower resolution: 1x1 conv + BN here, upsample in forward()
                     row.append(conv_bn(channels[j], channels[i], 1, relu=False))
                 elif j == i:
                     row.append(None)
@@ -213,23 +223,36 @@ class HRModule(nn.Module):
             return x
         fused = []
         for i, row in enumerate(self.fuse_layers):
+            # Summed in branch order, as MMPose does. ``y`` is written in place only once it is a tensor this
+            # loop owns: x[i] is read by the other rows, so the first sum with it is out of place.
             y: torch.Tensor | None = None
-            for j, layer in enumerate(row):  # summed in branch order, as MMPose does
+            owned = False
+            for j, layer in enumerate(row):
                 if j == i:
                     term = x[j]
                 elif j > i:
                     # MMPose upsamples by 2**(j-i); resizing to the target size is the same when sizes divide
                     # evenly and also works for odd sizes, where MMPose would fail
-                    term = F.interpolate(layer(x[j]), size=x[i].shape[-2:], mode="nearest")
+                    term = F.interpolate(
+                        layer(x[j]), size=x[i].shape[-2:], mode=self.upsample_mode, align_corners=self.align_corners
+                    )
                 else:
-                    term = layer(x[j])
-                y = term if y is None else y + term
+                    term = layer(x[j])  # ends with BN: a fresh tensor this loop may own
+                if y is None:
+                    y, owned = term, j != i
+                elif owned:
+                    y += term
+                else:
+                    y, owned = y + term, True
             fused.append(self.relu(y))
         return fused
 
 
 class HRNet(nn.Module):
-    """HRNet backbone from MMPose's ``extra`` stage specs; returns [highest-resolution features (B, C, H/4, W/4)]."""
+    """HRNet backbone from MMPose's ``extra`` stage specs; returns a list of features, highest resolution first.
+
+    [(B, C, H/4, W/4)] by default; with ``stage4.multiscale_output`` every branch (HRNetV2): [H/4, H/8, H/16, H/32].
+    """
 
     def __init__(self, extra: HRNetExtra | dict[str, Any], in_channels: int = 3, frozen_stages: int = -1) -> None:
         super().__init__()
@@ -256,14 +279,23 @@ class HRNet(nn.Module):
             cur = [c * block.expansion for c in spec.num_channels]
             self.add_module(f"transition{index - 1}", make_transition(channels, cur))
             hr_modules = []
+            # MMPose reads multiscale_output for stage4 only (default False): it applies to its last module
+            single_output = index == 4 and not extra.stage4_multiscale
             for m in range(spec.num_modules):
-                last = index == 4 and m == spec.num_modules - 1
-                module = HRModule(block, spec.num_blocks, cur, spec.num_channels, multiscale_output=not last)
+                module = HRModule(
+                    block,
+                    spec.num_blocks,
+                    cur,
+                    spec.num_channels,
+                    multiscale_output=not (single_output and m == spec.num_modules - 1),
+                    upsample_mode=extra.upsample.mode,
+                    align_corners=extra.upsample.align_corners,
+                )
                 hr_modules.append(module)
                 cur = module.out_channels
             self.add_module(f"stage{index}", nn.Sequential(*hr_modules))
             channels = cur
-        self.out_channels = channels[0]
+        self.out_channels: list[int] = channels  # one width per output: [C] (HRNet) or all branches (HRNetV2)
         self.init_weights()
         self._freeze_stages()
 
@@ -315,4 +347,4 @@ class HRNet(nn.Module):
             # branch i starts from branch i of the previous stage; a new branch from its lowest resolution
             inputs = [feats[min(i, len(feats) - 1)] for i in range(len(transition))]
             feats = stage([f if t is None else t(f) for t, f in zip(transition, inputs, strict=True)])
-        return feats  # [(B, C, H/4, W/4)]: only the highest resolution after the last module
+        return feats  # [(B, C, H/4, W/4)] (+ the lower resolutions with multiscale_output)
