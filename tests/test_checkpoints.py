@@ -490,3 +490,64 @@ def test_env_validation(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (ck.download_timeout(), ck.max_download_bytes()) == (60.0, 2 * 1024**3)
     monkeypatch.delenv("POSECLI_CACHE", raising=False)
     assert ck.default_cache_dir() == Path(os.path.expanduser("~")) / ".cache" / "posecli" / "checkpoints"
+
+
+# ------------------------------------------------------------------------------------------------ HRNetV2
+V2 = {  # the demo preset's tiny HRNet as HRNetV2: every stage4 branch, concatenated by the head, one conv layer
+    "model.backbone.extra.stage4.multiscale_output": True,
+    "model.backbone.extra.upsample": {"mode": "bilinear", "align_corners": False},
+    "model.head.in_channels": [16, 32, 64, 128],
+    "model.head.in_index": [0, 1, 2, 3],
+    "model.head.input_transform": "resize_concat",
+    "model.head.num_conv_layers": 1,
+}
+V2_W, V2_B = "keypoint_head.final_layer.3.weight", "keypoint_head.final_layer.3.bias"
+
+
+def test_hrnetv2_head_transplant_with_list_in_channels(tmp_path: Path) -> None:
+    """COCO-17 HRNetV2 into a 23-keypoint HRNetV2: the 240-channel conv layer loads, the final conv gets rows."""
+    source = tiny_model(17, seed=1, **V2).state_dict()
+    assert ck.backbone_name(source) == "HRNetV2-W16"
+    path = save_obj(tmp_path / "v2.pth", in_convention(source, "mmpose0"))
+    model = tiny_model(23, seed=2, **V2)
+    fresh = model.state_dict()[V2_W].clone()
+    report = ck.load_into_model(model, path, "load_from", meta=load_builtin("body_foot"))
+    assert report.refusal is None
+    assert report.transplanted == report.reinitialized == [V2_W, V2_B]
+    assert report.missing == report.unexpected == report.mismatched == []
+    assert "keypoint_head.final_layer.0.weight" in report.loaded and "keypoint_head.final_layer.1.running_var" in (
+        report.loaded
+    )
+    assert len(report.loaded) == len(source) - 2 and report.row_map == [(i, i) for i in range(17)]
+    state = model.state_dict()
+    assert tuple(state["keypoint_head.final_layer.0.weight"].shape) == (240, 240, 1, 1)
+    assert all(torch.equal(state[k], source[k]) for k in report.loaded)
+    assert torch.equal(state[V2_W][:17], source[V2_W]) and torch.equal(state[V2_W][17:], fresh[17:])
+
+
+def test_hrnet_and_hrnetv2_checkpoints_are_told_apart(tmp_path: Path, reference_dir: Path) -> None:
+    v1_path = save_obj(tmp_path / "v1.pth", {"state_dict": tiny_model(17, seed=1).state_dict()})
+    v2_path = save_obj(tmp_path / "v2.pth", {"state_dict": tiny_model(17, seed=1, **V2).state_dict()})
+    with pytest.raises(PoseCliError) as err:
+        ck.load_into_model(tiny_model(17, **V2), v1_path, meta=load_builtin("coco"))
+    assert (
+        "load_from refused: checkpoint is HRNet-W16 (its head reads the highest-resolution branch) but the model is "
+        "HRNetV2-W16 (its head reads every stage4 branch)"
+    ) in str(err.value)
+    with pytest.raises(PoseCliError, match="checkpoint is HRNetV2-W16 .* the model is HRNet-W16"):
+        ck.load_into_model(tiny_model(17), v2_path, meta=load_builtin("coco"))
+    # backbone only (pretrained): the same stage4 weights load, the extra fuse layers of the last module stay fresh
+    report = ck.load_into_model(tiny_model(17, **V2), v1_path, mode="pretrained", meta=load_builtin("coco"))
+    assert report.refusal is None and report.mismatched == report.unexpected == []
+    assert report.missing and all(k.startswith("backbone.stage4.0.fuse_layers.") for k in report.missing)
+
+    # MMPose's own HRNetV2-W18 hand model into the shipped preset: every tensor loads
+    source = ck.parse_checkpoint(
+        {"state_dict": shapes_from_tsv(reference_dir / "hrnetv2_w18_onehand10k.keys.tsv"), "meta": {}}
+    )
+    assert ck.backbone_name(source.state_dict) == "HRNetV2-W18" and source.num_keypoints == 21
+    assert ck.count_params(source.state_dict) == 9_641_661  # hrnetv2_w18_onehand10k.manifest.json
+    with torch.device("meta"):
+        target = build_model(load_settings("hrnetv2_w18_onehand10k_256x256_dark").model).state_dict()
+    plan = ck.plan_load(target, source, "load_from", load_builtin("onehand10k"))
+    assert plan.refusal is None and len(plan.loaded) == 1839 and plan.transplanted == plan.missing == []

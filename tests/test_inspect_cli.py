@@ -231,3 +231,45 @@ def test_keypoints_needs_preset(tmp_path: Path) -> None:
     path = write_format(tmp_path / "m.pth", coco17_model().state_dict(), "bare")
     result = invoke(str(path), "--keypoints", "5")
     assert result.exit_code == 2 and "needs --preset" in result.stderr
+
+
+def test_inspect_hrnetv2_hand_checkpoint(tmp_path: Path, reference_dir: Path) -> None:
+    """A file shaped like MMPose's HRNetV2-W18 OneHand10K model: described as HRNetV2, plans fully into the preset."""
+    state = {}
+    for line in (reference_dir / "hrnetv2_w18_onehand10k.keys.tsv").read_text().splitlines():
+        key, shape, dtype = line.split("\t")
+        dims = [int(d) for d in shape.split(",")] if shape else []
+        state[key] = torch.zeros([1] * len(dims), dtype=getattr(torch, dtype)).expand(dims)
+    path = tmp_path / "hrnetv2_w18_onehand10k_256x256_dark.pth"
+    torch.save({"state_dict": state, "meta": {"epoch": 210}}, path)
+    result = invoke(str(path), "--preset", "hrnetv2_w18_onehand10k_256x256_dark", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert (info["format"], info["num_keypoints"], info["num_params"]) == ("mmpose0", 21, 9_641_661)
+    assert info["backbone"] == "HRNetV2-W18" and info["backbone_widths"] == [18, 36, 72, 144]
+    assert len(info["loaded"]) == 1839 and info["refused"] is None
+    assert info["transplanted"] == info["reinitialized"] == info["missing"] == info["unexpected"] == []
+
+    table = invoke(str(path))
+    assert table.exit_code == 0, table.output
+    assert "HRNetV2-W18, stage4 widths [18, 36, 72, 144]" in " ".join(table.stdout.split())
+
+
+def test_inspect_hrnetv2_into_hrnet_preset_exits_2(tmp_path: Path) -> None:
+    v2 = coco17_model(
+        **{
+            "model.backbone.extra.stage4.multiscale_output": True,
+            "model.head.in_channels": [16, 32, 64, 128],
+            "model.head.in_index": [0, 1, 2, 3],
+            "model.head.input_transform": "resize_concat",
+        }
+    )
+    path = write_format(tmp_path / "v2.pth", v2.state_dict(), "mmpose0")
+    result = invoke(str(path), "--preset", "demo", "--json")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["backbone"] == "HRNetV2-W16"
+    assert (
+        "would refuse: checkpoint is HRNetV2-W16 (its head reads every stage4 branch) but the model is HRNet-W16"
+        in (result.stderr)
+    )
+    assert len(result.stderr.strip().splitlines()) == 1

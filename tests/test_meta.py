@@ -49,6 +49,25 @@ def test_body_foot_is_wholebody_prefix() -> None:
     assert bf.parts == {"body": (0, 17), "foot": (17, 23)}
 
 
+def test_onehand10k_meta_equals_mmpose() -> None:
+    """MMPose's configs/_base_/datasets/onehand10k.py; the sigmas (MMPose gives none) are COCO-WholeBody's hand's."""
+    meta = load_builtin("onehand10k")
+    fingers = ("thumb", "forefinger", "middle_finger", "ring_finger", "pinky_finger")
+    names = ["wrist"] + [f"{f}{i}" for f in fingers for i in range(1, 5)]
+    assert meta.num_keypoints == 21 and meta.keypoint_names == names
+    assert meta.flip_pairs == [] and meta.flip_index == list(range(21))  # swap='' for every keypoint
+    assert meta.joint_weights == [1.0] * 21
+    links = [[names[a], names[b]] for a, b in meta.skeleton]
+    assert links == [(["wrist"] + [f"{f}{i}" for i in range(1, 5)])[k : k + 2] for f in fingers for k in range(4)]
+    assert len(links) == 20
+    wb = load_builtin("coco_wholebody")
+    start, end = wb.parts["lefthand"]
+    assert meta.sigmas == wb.sigmas[start:end]  # same 21-point layout: root(wrist), thumb1..4, ..., pinky4
+    assert [n.removeprefix("left_") for n in wb.keypoint_names[start + 1 : end]] == names[1:]
+    assert meta.keypoint_color[0] == [255, 255, 255] and meta.skeleton_color[-1] == [0, 255, 0]
+    assert meta.notes == []  # nothing defaulted
+
+
 def test_infer_flip_pairs_naming_styles() -> None:
     names = ["nose", "left_eye", "right_eye", "L_knee", "R_knee", "paw_left", "paw_right", "LeftHand", "RightHand"]
     assert infer_flip_pairs(names) == [(1, 2), (3, 4), (5, 6), (7, 8)]

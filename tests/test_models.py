@@ -1,7 +1,9 @@
-"""The model: MMPose 0.x state_dict keys/shapes/counts for W48/W32, tiny variants train, head, loss, flip test."""
+"""The model: MMPose 0.x state_dict keys/shapes/counts for W48/W32/HRNetV2-W18, tiny variants train, head, loss,
+flip test, and the in-place forward equals the out-of-place one bit for bit."""
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import cache
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from posecli.datasets.meta import load_builtin
@@ -22,6 +25,7 @@ from posecli.models import (
     count_parameters,
     hrnet_extra,
 )
+from posecli.models.hrnet import BasicBlock, Bottleneck, HRModule
 from posecli.settings import ModelSettings, list_presets, load_settings
 
 torch.set_num_threads(1)
@@ -30,6 +34,7 @@ REFERENCE_MODELS = [  # preset -> MMPose's key manifest
     ("hrnet_w48_coco_384x288_dark", "hrnet_w48_coco17.keys.tsv"),
     ("hrnet_w48_coco_wholebody_384x288_dark_plus", "hrnet_w48_wholebody133.keys.tsv"),
     ("hrnet_w32_coco_256x192", "hrnet_w32_coco17.keys.tsv"),
+    ("hrnetv2_w18_onehand10k_256x256_dark", "hrnetv2_w18_onehand10k.keys.tsv"),
 ]
 
 
@@ -61,6 +66,37 @@ def tiny_settings(
     )
 
 
+def tiny_v2_settings(out_channels: int = 5, upsample: str = "bilinear", align_corners: bool = False) -> ModelSettings:
+    """The tiny variant as HRNetV2: all four stage4 branches, concatenated by the head, one conv layer before it."""
+    extra = hrnet_extra("tiny").model_dump()
+    extra["stage4"]["multiscale_output"] = True
+    extra["upsample"] = {"mode": upsample, "align_corners": None if upsample == "nearest" else False}
+    widths = extra["stage4"]["num_channels"]
+    return ModelSettings.model_validate(
+        {
+            "backbone": {"extra": extra},
+            "head": {
+                "in_channels": widths,
+                "in_index": list(range(len(widths))),
+                "input_transform": "resize_concat",
+                "align_corners": align_corners,
+                "out_channels": out_channels,
+                "num_deconv_layers": 0,
+                "num_conv_layers": 1,
+                "num_conv_kernels": [1],
+            },
+        }
+    )
+
+
+def reference_counts(reference_dir: Path, manifest: str) -> dict:
+    """MMPose's counts for a key manifest: its own .manifest.json, else the entry in manifests.json."""
+    own = reference_dir / manifest.replace(".keys.tsv", ".manifest.json")
+    if own.is_file():
+        return json.loads(own.read_text())
+    return json.loads((reference_dir / "manifests.json").read_text())[manifest]
+
+
 def read_manifest(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
     """MMPose's key manifest: (key, shape, dtype) per state_dict entry, in order."""
     rows = []
@@ -86,7 +122,7 @@ def test_state_dict_matches_mmpose_manifest(preset: str, manifest: str, referenc
 
 @pytest.mark.parametrize(("preset", "manifest"), REFERENCE_MODELS)
 def test_parameter_counts_match_mmpose(preset: str, manifest: str, reference_dir: Path) -> None:
-    counts = json.loads((reference_dir / "manifests.json").read_text())[manifest]
+    counts = reference_counts(reference_dir, manifest)
     model = meta_model(preset)
     state = model.state_dict()
     assert count_parameters(model) == counts["all_params"]
@@ -343,3 +379,185 @@ def test_flip_test_rejects_a_wrong_flip_index() -> None:
     model = identity_model(3)
     with pytest.raises(ValueError, match="flip_index has 2 entries"):
         model.forward_flip_test(torch.zeros(1, 3, 2, 2), [1, 0], shift_heatmap=True)
+
+
+# ------------------------------------------------------------------------------------------------ HRNetV2
+def test_hrnetv2_preset_is_mmpose_config() -> None:
+    """hrnetv2_w18_onehand10k_256x256_dark: the backbone outputs 4 branches, the head reads their concatenation."""
+    settings = load_settings("hrnetv2_w18_onehand10k_256x256_dark")
+    model = meta_model("hrnetv2_w18_onehand10k_256x256_dark")
+    assert model.backbone.out_channels == [18, 36, 72, 144]
+    assert len(model.backbone.stage4[-1].fuse_layers) == 4 and model.backbone.stage4[-1].upsample_mode == "bilinear"
+    head = model.keypoint_head
+    assert head.in_channels == 270 and head.in_index == [0, 1, 2, 3] and head.input_transform == "resize_concat"
+    assert [type(m).__name__ for m in head.final_layer] == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d"]
+    assert head.final_layer[0].bias is not None  # MMPose's extra conv has a bias, the backbone's convs do not
+    with torch.no_grad():
+        feats = model.backbone(torch.empty(2, 3, 256, 256, device="meta"))
+    assert [tuple(f.shape) for f in feats] == [(2, 18, 64, 64), (2, 36, 32, 32), (2, 72, 16, 16), (2, 144, 8, 8)]
+    assert settings.model.head.out_channels == 21 and list(settings.data.heatmap_size) == [64, 64]
+
+
+@pytest.mark.parametrize("upsample", ["bilinear", "nearest"])
+def test_tiny_hrnetv2_trains_every_parameter(upsample: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny_v2_settings(out_channels=5, upsample=upsample)).train()
+    images = torch.randn(2, 3, 64, 64)
+    feats = model.backbone(images)
+    assert [tuple(f.shape) for f in feats] == [(2, 8, 16, 16), (2, 16, 8, 8), (2, 32, 4, 4), (2, 64, 2, 2)]
+    heatmaps = model(images)
+    assert heatmaps.shape == (2, 5, 16, 16)
+    assert torch.isfinite(heatmaps).all()
+    loss = model.loss(heatmaps, torch.rand_like(heatmaps), torch.ones(2, 5, 1))
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not (p.grad != 0).any()]
+    assert missing == []  # the lower-resolution branches of the last module now reach the loss through the head
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 3, 100, 76)).shape == (1, 5, 25, 19)  # odd sizes: resized, not x2
+
+
+def test_resize_concat_head_equals_its_definition() -> None:
+    """Selected maps upsampled bilinearly (align_corners as set) to the first one's size, concatenated, then
+    conv + BN + ReLU and the final conv: written out with torch.nn.functional."""
+    torch.manual_seed(0)
+    feats = [torch.randn(2, c, 16 // 2**i, 12 // 2**i) for i, c in enumerate((4, 6, 8, 10))]
+    for align_corners in (False, True):
+        head = TopdownHeatmapSimpleHead(
+            [6, 10, 4],
+            3,
+            num_deconv_layers=0,
+            in_index=[1, 3, 0],
+            input_transform="resize_concat",
+            align_corners=align_corners,
+            num_conv_layers=1,
+            num_conv_kernels=[3],
+        ).eval()
+        with torch.no_grad():
+            for m in head.modules():
+                if isinstance(m, (nn.Conv2d, nn.BatchNorm2d)):
+                    for p in (*m.parameters(), *m.buffers()):
+                        if p.is_floating_point():
+                            p.copy_(torch.rand_like(p) + 0.5)
+            size = feats[1].shape[-2:]  # in_index[0] = 1: the head works at branch 1's resolution
+            resized = [F.interpolate(feats[i], size=size, mode="bilinear", align_corners=align_corners) for i in (3, 0)]
+            x = torch.cat([feats[1], *resized], dim=1)
+            conv, bn, _, final = head.final_layer
+            x = F.conv2d(x, conv.weight, conv.bias, padding=1)
+            x = F.relu(F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps))
+            expected = F.conv2d(x, final.weight, final.bias)
+            out = head(feats)
+        assert head.in_channels == 20 and out.shape == (2, 3, 8, 6)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    keys = list(head.state_dict())
+    assert keys[:2] == ["final_layer.0.weight", "final_layer.0.bias"] and keys[-2:] == [
+        "final_layer.3.weight",
+        "final_layer.3.bias",
+    ]
+
+
+@pytest.mark.parametrize(("mode", "align_corners"), [("bilinear", False), ("bilinear", True), ("nearest", None)])
+def test_fuse_layers_upsample_as_mmpose(mode: str, align_corners: bool | None) -> None:
+    """Fused output 0 = ReLU(x0 + Upsample(scale_factor=2, mode)(BN(conv1x1(x1)))), MMPose's nn.Upsample form."""
+    torch.manual_seed(0)
+    module = HRModule(BasicBlock, [1, 1], [4, 8], [4, 8], True, upsample_mode=mode, align_corners=align_corners)
+    module.eval()
+    x = [torch.randn(2, 4, 8, 6), torch.randn(2, 8, 4, 3)]
+    with torch.no_grad():
+        b0, b1 = module.branches[0](x[0]), module.branches[1](x[1])
+        up = nn.Upsample(scale_factor=2, mode=mode, align_corners=align_corners)(module.fuse_layers[0][1](b1))
+        expected0 = F.relu(b0 + up)
+        expected1 = F.relu(module.fuse_layers[1][0](b0) + b1)
+        out = module([t.clone() for t in x])
+    assert torch.equal(out[0], expected0) and torch.equal(out[1], expected1)
+
+
+# ----------------------------------------------------------------------------- in-place sums: same numbers
+def _basic_out_of_place(self: BasicBlock, x: torch.Tensor) -> torch.Tensor:
+    identity = x if self.downsample is None else self.downsample(x)
+    out = F.relu(self.bn1(self.conv1(x)))
+    return F.relu(self.bn2(self.conv2(out)) + identity)
+
+
+def _bottleneck_out_of_place(self: Bottleneck, x: torch.Tensor) -> torch.Tensor:
+    identity = x if self.downsample is None else self.downsample(x)
+    out = F.relu(self.bn1(self.conv1(x)))
+    out = F.relu(self.bn2(self.conv2(out)))
+    return F.relu(self.bn3(self.conv3(out)) + identity)
+
+
+def _hrmodule_out_of_place(self: HRModule, x: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The previous forward: every sum a new tensor, upsampled terms materialised, in MMPose's branch order."""
+    x = [branch(xi) for branch, xi in zip(self.branches, x, strict=True)]
+    if self.fuse_layers is None:
+        return x
+    fused = []
+    for i, row in enumerate(self.fuse_layers):
+        y = None
+        for j, layer in enumerate(row):
+            if j == i:
+                term = x[j]
+            elif j > i:
+                term = F.interpolate(
+                    layer(x[j]), size=x[i].shape[-2:], mode=self.upsample_mode, align_corners=self.align_corners
+                )
+            else:
+                term = layer(x[j])
+            y = term if y is None else y + term
+        fused.append(F.relu(y))
+    return fused
+
+
+def out_of_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Swap the in-place forwards for the out-of-place reference ones (undone at the end of the test)."""
+    monkeypatch.setattr(BasicBlock, "forward", _basic_out_of_place)
+    monkeypatch.setattr(Bottleneck, "forward", _bottleneck_out_of_place)
+    monkeypatch.setattr(HRModule, "forward", _hrmodule_out_of_place)
+
+
+@pytest.mark.parametrize("variant", ["demo", "tiny_v2", "tiny_v2_nearest"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_in_place_forward_equals_out_of_place_bit_for_bit(
+    variant: str, channels_last: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    if variant == "demo":
+        settings = load_settings("demo").model
+    else:
+        settings = tiny_v2_settings(upsample="nearest" if variant.endswith("nearest") else "bilinear")
+    model = build_model(settings)
+    with torch.no_grad():  # non-trivial BN statistics and weights, so every branch matters in eval mode
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+            elif isinstance(m, nn.Conv2d):
+                m.weight.normal_(0, 0.2)
+    images = torch.randn(2, 3, 64, 64)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    fresh = copy.deepcopy(model)
+
+    with torch.inference_mode():
+        fast = model.eval()(images)
+    # training mode (batch statistics) with autograd: the in-place sums must keep every gradient intact
+    fast_model = copy.deepcopy(fresh).train()
+    fast_train = fast_model(images)
+    fast_train.square().mean().backward()
+
+    out_of_place(monkeypatch)
+    with torch.inference_mode():
+        slow = model(images)
+    slow_model = copy.deepcopy(fresh).train()
+    slow_train = slow_model(images)
+    slow_train.square().mean().backward()
+
+    assert torch.equal(fast, slow)  # eval: bit for bit
+    assert torch.equal(fast_train, slow_train)  # training-mode forward: bit for bit too
+    slow_grads = dict(slow_model.named_parameters())
+    for name, p in fast_model.named_parameters():  # backward sums may run in another order: float rounding
+        torch.testing.assert_close(p.grad, slow_grads[name].grad, rtol=1e-5, atol=1e-12, msg=name)

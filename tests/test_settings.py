@@ -21,6 +21,7 @@ SHIPPED = {
     "hrnet_w48_coco_wholebody_384x288_dark_plus",
     "hrnet_w32_coco_256x192",
     "hrnet_w32_coco_wholebody_256x192_dark",
+    "hrnetv2_w18_onehand10k_256x256_dark",
 }
 
 
@@ -51,6 +52,69 @@ def test_mmpose_recipe_values() -> None:
     assert s.test.post_process == "unbiased" and s.test.modulate_kernel == 17 and s.test.shift_heatmap
     w32 = load_settings("hrnet_w32_coco_256x192")
     assert w32.data.sigma == 2 and not w32.data.unbiased_encoding and w32.test.post_process == "default"
+
+
+def test_hrnetv2_onehand10k_recipe_values() -> None:
+    """The values of MMPose's hrnetv2_w18_onehand10k_256x256_dark.py, as --print-config shows them."""
+    result = runner.invoke(
+        app, ["finetune", "--preset", "hrnetv2_w18_onehand10k_256x256_dark", "--print-config"], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    s = yaml.safe_load(result.stdout)
+    assert s["dataset"] == "onehand10k"
+    extra, head = s["model"]["backbone"]["extra"], s["model"]["head"]
+    assert extra["stage4"]["num_channels"] == [18, 36, 72, 144] and extra["stage4"]["multiscale_output"] is True
+    assert extra["stage3"]["num_modules"] == 4 and extra["stage4"]["num_modules"] == 3
+    assert extra["upsample"] == {"mode": "bilinear", "align_corners": False}
+    assert head["in_channels"] == [18, 36, 72, 144] and head["in_index"] == [0, 1, 2, 3]
+    assert head["input_transform"] == "resize_concat" and head["align_corners"] is False
+    assert head["num_conv_layers"] == 1 and head["num_conv_kernels"] == [1] and head["final_conv_kernel"] == 1
+    assert head["out_channels"] == 21 and head["num_deconv_layers"] == 0
+    data, train, test = s["data"], s["train"], s["test"]
+    assert data["image_size"] == [256, 256] and data["heatmap_size"] == [64, 64]
+    assert data["sigma"] == 2 and data["unbiased_encoding"] is True
+    assert (data["rot_factor"], data["scale_factor"], data["flip_prob"]) == (90, 0.3, 0.5)
+    assert data["prob_half_body"] == 0 and data["shift_prob"] == 0  # no half-body, no centre shift in the config
+    assert train["optimizer"]["type"] == "Adam" and train["optimizer"]["lr"] == 5e-4
+    assert train["lr_config"]["step"] == [170, 200] and train["lr_config"]["warmup_iters"] == 500
+    assert train["lr_config"]["warmup_ratio"] == 0.001 and train["total_epochs"] == 210
+    assert train["batch_size"] == 64 and train["eval_interval"] == 10 and train["save_best"] == "AUC"
+    assert train["pretrained"].endswith("/hrnetv2_w18-00eb2006.pth")  # open-mmlab://msra/hrnetv2_w18
+    assert test["flip_test"] and test["post_process"] == "unbiased" and test["shift_heatmap"]
+    assert test["modulate_kernel"] == 11 and test["batch_size"] == 32
+
+
+def _write_v2_preset(tmp_path: Path, mutate) -> Path:
+    data, _ = load_preset_dict("hrnetv2_w18_onehand10k_256x256_dark")
+    mutate(data)
+    path = tmp_path / "v2.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda d: d["model"]["head"].update(in_channels=[18, 36, 72, 140]), "sum 266"),
+        (lambda d: d["model"]["backbone"]["extra"]["stage4"].update(multiscale_output=False), "one feature map"),
+        (lambda d: d["model"]["head"].update(input_transform=None), "lists need input_transform"),
+        (lambda d: d["model"]["head"].update(input_transform="multiple_select"), "multiple_select"),
+        (lambda d: d["model"]["head"].update(in_index=[0, 1, 2]), "same length"),
+        (lambda d: d["model"]["backbone"]["extra"]["stage3"].update(multiscale_output=False), "only stage4"),
+        (lambda d: d["model"]["backbone"]["extra"]["upsample"].update(mode="nearest"), "bilinear upsampling only"),
+        (lambda d: d["model"]["head"].update(num_conv_kernels=[2]), "odd size"),
+        (lambda d: d["model"]["head"].update(in_index=[1, 2, 3, 0], in_channels=[36, 72, 144, 18]), "heatmap_size"),
+    ],
+    ids=["sum", "single-output", "no-transform", "multiple-select", "index-length", "stage3", "nearest", "even", "hm"],
+)
+def test_bad_hrnetv2_preset_exits_2_with_one_line(tmp_path: Path, mutate, needle: str) -> None:
+    path = _write_v2_preset(tmp_path, mutate)
+    result = runner.invoke(app, ["finetune", "--preset", str(path), "--print-config"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(path) in lines[0] and needle in lines[0]
+    assert "Traceback" not in result.output
 
 
 def test_flags_override_preset() -> None:
