@@ -30,6 +30,11 @@ class StageSpec(_Strict):
     num_blocks: list[int] = Field(description="blocks per branch")
     num_channels: list[int] = Field(description="channels per branch (before block expansion)")
     fuse_method: Literal["SUM"] = "SUM"
+    multiscale_output: bool | None = Field(
+        None,
+        description="stage4 only: true = the last module outputs every branch (HRNetV2); null = MMPose's default "
+        "(false for stage4)",
+    )
 
     @model_validator(mode="after")
     def _lengths(self) -> StageSpec:
@@ -41,13 +46,30 @@ class StageSpec(_Strict):
         return self
 
 
+class UpsampleSpec(_Strict):
+    """How the fuse layers upsample lower-resolution branches (MMPose's ``extra.upsample``)."""
+
+    mode: Literal["nearest", "bilinear"] = "nearest"
+    align_corners: bool | None = Field(None, description="bilinear only (MMPose's HRNetV2 configs: false)")
+
+    @model_validator(mode="after")
+    def _corners(self) -> UpsampleSpec:
+        if self.mode == "nearest" and self.align_corners is not None:
+            raise ValueError("align_corners applies to bilinear upsampling only; leave it null for nearest")
+        return self
+
+
+BLOCK_EXPANSION = {"BASIC": 1, "BOTTLENECK": 4}  # output channels per num_channels of a residual block
+
+
 class HRNetExtra(_Strict):
-    """MMPose's HRNet ``extra``: four stages (stage1 has one branch)."""
+    """MMPose's HRNet ``extra``: four stages (stage1 has one branch) and the fuse layers' upsampling."""
 
     stage1: StageSpec
     stage2: StageSpec
     stage3: StageSpec
     stage4: StageSpec
+    upsample: UpsampleSpec = Field(default_factory=UpsampleSpec)
 
     @model_validator(mode="after")
     def _branches_grow(self) -> HRNetExtra:
@@ -57,12 +79,29 @@ class HRNetExtra(_Strict):
         for prev, cur in zip(stages, stages[1:], strict=False):
             if cur.num_branches < prev.num_branches:
                 raise ValueError("num_branches may not shrink from one stage to the next")
+        for name, stage in (("stage1", self.stage1), ("stage2", self.stage2), ("stage3", self.stage3)):
+            if stage.multiscale_output is False:
+                raise ValueError(
+                    f"{name}.multiscale_output=false: only stage4 may output fewer branches "
+                    "(the next stage needs them all; MMPose ignores the key before stage4)"
+                )
         return self
 
     @property
     def stages(self) -> list[StageSpec]:
         """The four stage specs in order."""
         return [self.stage1, self.stage2, self.stage3, self.stage4]
+
+    @property
+    def stage4_multiscale(self) -> bool:
+        """Whether the backbone outputs every stage4 branch (HRNetV2) rather than the highest resolution only."""
+        return bool(self.stage4.multiscale_output)
+
+    @property
+    def output_channels(self) -> list[int]:
+        """Channels of each feature map the backbone returns, highest resolution first."""
+        widths = [c * BLOCK_EXPANSION[self.stage4.block] for c in self.stage4.num_channels]
+        return widths if self.stage4_multiscale else widths[:1]
 
 
 class BackboneSettings(_Strict):
@@ -83,14 +122,24 @@ class LossSettings(_Strict):
 
 
 class HeadSettings(_Strict):
-    """TopdownHeatmapSimpleHead: optional deconvs, then a final conv to one heatmap per keypoint."""
+    """TopdownHeatmapSimpleHead: selects backbone outputs, optional deconvs and convs, a final conv to K heatmaps."""
 
     type: Literal["TopdownHeatmapSimpleHead"] = "TopdownHeatmapSimpleHead"
-    in_channels: int = Field(ge=1, description="must equal the backbone's stage4 num_channels[0]")
+    in_channels: int | list[int] = Field(
+        description="channels of the backbone output(s) the head reads: stage4 num_channels[0], or a list with "
+        "in_index (HRNetV2: [18, 36, 72, 144])"
+    )
     out_channels: int = Field(ge=1, le=10_000, description="number of keypoints (--keypoints overrides it)")
+    in_index: int | list[int] = Field(0, description="which backbone output(s) to read (0 = highest resolution)")
+    input_transform: Literal["resize_concat", "multiple_select"] | None = Field(
+        None, description="resize_concat: upsample the selected outputs to the first one's size and concatenate"
+    )
+    align_corners: bool = Field(False, description="align_corners of the resize_concat bilinear upsampling")
     num_deconv_layers: int = Field(0, ge=0)
     num_deconv_filters: list[int] = Field(default_factory=lambda: [256, 256, 256])
     num_deconv_kernels: list[int] = Field(default_factory=lambda: [4, 4, 4])
+    num_conv_layers: int = Field(0, ge=0, description="conv + BN + ReLU layers before the final conv (MMPose extra)")
+    num_conv_kernels: list[int] = Field(default_factory=list, description="their kernel sizes; empty = all 1")
     final_conv_kernel: Literal[1, 3] = 1
     loss_keypoint: LossSettings = Field(default_factory=LossSettings)
 
@@ -102,7 +151,57 @@ class HeadSettings(_Strict):
         for k in self.num_deconv_kernels[:n]:
             if k not in (2, 3, 4):
                 raise ValueError(f"deconv kernel {k} not supported (use 2, 3 or 4, as MMPose does)")
+        if self.num_conv_kernels and len(self.num_conv_kernels) < self.num_conv_layers:
+            raise ValueError(f"num_conv_kernels needs {self.num_conv_layers} entries (or none: all 1)")
+        for k in self.conv_kernels:
+            if k < 1 or k % 2 == 0:
+                raise ValueError(f"conv kernel {k} not supported (use an odd size such as 1 or 3: it keeps H and W)")
         return self
+
+    @model_validator(mode="after")
+    def _inputs(self) -> HeadSettings:
+        channels, index = self.in_channels, self.in_index
+        if self.input_transform is None:
+            if not isinstance(channels, int) or not isinstance(index, int):
+                raise ValueError(
+                    "in_channels and in_index must be single numbers without input_transform "
+                    "(lists need input_transform: resize_concat)"
+                )
+        else:
+            if self.input_transform == "multiple_select":
+                raise ValueError(
+                    "input_transform=multiple_select hands the head a list of feature maps, which "
+                    "TopdownHeatmapSimpleHead cannot use (MMPose fails too); use resize_concat"
+                )
+            if not isinstance(channels, list) or not isinstance(index, list) or len(channels) != len(index):
+                raise ValueError(
+                    f"input_transform={self.input_transform} needs in_channels and in_index as lists of the same "
+                    f"length (got {channels} and {index})"
+                )
+            if not channels:
+                raise ValueError("in_channels and in_index must not be empty")
+        for c in self.in_channel_list:
+            if c < 1:
+                raise ValueError(f"in_channels must be >= 1 (got {c})")
+        for i in self.in_index_list:
+            if i < 0:
+                raise ValueError(f"in_index must be >= 0 (got {i})")
+        return self
+
+    @property
+    def in_channel_list(self) -> list[int]:
+        """in_channels as a list (one entry per selected backbone output)."""
+        return list(self.in_channels) if isinstance(self.in_channels, list) else [self.in_channels]
+
+    @property
+    def in_index_list(self) -> list[int]:
+        """in_index as a list (one entry per selected backbone output)."""
+        return list(self.in_index) if isinstance(self.in_index, list) else [self.in_index]
+
+    @property
+    def conv_kernels(self) -> list[int]:
+        """Kernel size of each extra conv layer (MMPose's default: 1)."""
+        return list(self.num_conv_kernels[: self.num_conv_layers]) or [1] * self.num_conv_layers
 
 
 class ModelSettings(_Strict):
@@ -114,11 +213,24 @@ class ModelSettings(_Strict):
 
     @model_validator(mode="after")
     def _head_matches_backbone(self) -> ModelSettings:
-        width = self.backbone.extra.stage4.num_channels[0]
-        if self.head.in_channels != width:
+        outputs = self.backbone.extra.output_channels
+        head = self.head
+        if any(i >= len(outputs) for i in head.in_index_list):
+            kind = "every stage4 branch" if len(outputs) > 1 else "one feature map (stage4.multiscale_output false)"
             raise ValueError(
-                f"head.in_channels={self.head.in_channels} must equal the backbone's stage4 "
-                f"num_channels[0]={width} (the head reads the highest-resolution branch)"
+                f"head.in_index={head.in_index} but the backbone outputs {kind}: {len(outputs)} output(s) "
+                f"with channels {outputs}"
+            )
+        selected = [outputs[i] for i in head.in_index_list]
+        if head.in_channel_list != selected:
+            if head.input_transform is None and head.in_index == 0:
+                raise ValueError(
+                    f"head.in_channels={head.in_channels} must equal the backbone's stage4 "
+                    f"num_channels[0]={selected[0]} (the head reads the highest-resolution branch)"
+                )
+            raise ValueError(
+                f"head.in_channels={head.in_channels} (sum {sum(head.in_channel_list)}) must equal the channels of "
+                f"the backbone outputs it selects (in_index={head.in_index}): {selected} (sum {sum(selected)})"
             )
         return self
 
@@ -256,7 +368,7 @@ class Settings(_Strict):
 
     dataset: str | None = Field(
         "coco",
-        description="built-in meta name (coco, coco_wholebody, body_foot) or a meta file path; "
+        description="built-in meta name (coco, coco_wholebody, body_foot, onehand10k) or a meta file path; "
         "null infers it from the training annotations",
     )
     model: ModelSettings
@@ -268,11 +380,13 @@ class Settings(_Strict):
     def _cross_checks(self) -> Settings:
         head = self.model.head
         up = 2**head.num_deconv_layers
-        expected = (self.data.image_size[0] * up // 4, self.data.image_size[1] * up // 4)
+        stride = 4 * 2 ** head.in_index_list[0]  # the head works at the resolution of the first output it reads
+        expected = (self.data.image_size[0] * up // stride, self.data.image_size[1] * up // stride)
         if tuple(self.data.heatmap_size) != expected:
             raise ValueError(
-                f"data.heatmap_size={list(self.data.heatmap_size)} must be {list(expected)}: HRNet's output is "
-                f"image_size/4 and each of the head's {head.num_deconv_layers} deconv layers doubles it"
+                f"data.heatmap_size={list(self.data.heatmap_size)} must be {list(expected)}: the HRNet output the "
+                f"head reads is image_size/{stride} and each of the head's {head.num_deconv_layers} deconv layers "
+                "doubles it"
             )
         if self.dataset is not None:
             from posecli.datasets.meta import builtin_num_keypoints
@@ -379,6 +493,9 @@ def load_settings(preset: str, overrides: dict[str, Any] | None = None) -> Setti
     """Load a preset (name or path), apply dotted-key overrides (flags win; None clears a field), validate."""
     data, path = load_preset_dict(preset)
     data = copy.deepcopy(data)
+    dataset = data.get("dataset")
+    if isinstance(dataset, str) and not Path(dataset).is_absolute() and (path.parent / dataset).is_file():
+        data["dataset"] = str(path.parent / dataset)  # a meta file named relative to the preset (presets import)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
     return validate_settings(data, str(path))
