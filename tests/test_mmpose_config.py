@@ -438,3 +438,32 @@ def test_bad_inputs_exit_2(tmp_path: Path) -> None:
     wrong_out = invoke("presets", "import", config, "--out", tmp_path / "p.txt")
     assert wrong_out.exit_code == 2 and "--out must be a .yaml" in wrong_out.output
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_show_json_matches_the_yaml_show_and_the_builtin_meta() -> None:
+    import yaml
+
+    shown = json.loads(invoke("presets", "show", "hrnet_w48_coco_384x288_dark", "--json").output)
+    plain = yaml.safe_load(invoke("presets", "show", "hrnet_w48_coco_384x288_dark").output)
+    assert shown["settings"] == plain
+    coco = load_builtin("coco")
+    meta = shown["dataset_meta"]
+    assert (meta["name"], meta["num_keypoints"], meta["keypoint_names"]) == ("coco", 17, coco.keypoint_names)
+    assert meta["flip_pairs"] == [list(p) for p in coco.flip_pairs] and meta["sigmas"] == coco.sigmas
+    assert meta["joint_weights"][9:11] == [1.5, 1.5]
+
+
+def test_old_config_without_dataset_info_takes_the_dataset_type(tmp_path: Path) -> None:
+    """MMPose configs before 0.21 name the keypoint set only through the dataset class."""
+    child = CHILD.replace("dataset_info={{_base_.dataset_info}}", "").replace(
+        "dataset_info={{ _base_.dataset_info }}", ""
+    )
+    child = child.replace("TopDownCocoDataset", "TopDownCocoWholeBodyDataset")
+    child = child.replace("num_output_channels=5, dataset_joints=5", "num_output_channels=133, dataset_joints=133")
+    config = write_tree(tmp_path, child=child, hrnet_base=HRNET_BASE.replace(", './datasets/mini5.py'", ""))
+    _, shown = import_and_show(config, tmp_path / "wb.yaml")
+    assert shown["settings"]["dataset"] == "coco_wholebody" and shown["dataset_meta"]["num_keypoints"] == 133
+    unknown = child.replace("TopDownCocoWholeBodyDataset", "MyDataset")
+    config.write_text(unknown)
+    res = invoke("presets", "import", config, "--out", tmp_path / "x.yaml")
+    assert res.exit_code == 2 and "dataset type 'MyDataset' is not a built-in keypoint set" in res.output
