@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from posecli.commands import mmpose_presets
 from posecli.errors import PoseCliError
 
 
@@ -43,8 +44,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-presets_app = typer.Typer(help="List and show the shipped presets.", no_args_is_help=True)
+presets_app = typer.Typer(help="List and show presets; import and export MMPose 0.x configs.", no_args_is_help=True)
 app.add_typer(presets_app, name="presets")
+presets_app.command("import")(mmpose_presets.presets_import)
+presets_app.command("export-mmpose")(mmpose_presets.presets_export_mmpose)
 
 
 class Device(str, Enum):
@@ -109,10 +112,15 @@ def presets_list() -> None:
 
 
 @presets_app.command("show")
-def presets_show(name: Annotated[str, typer.Argument(help="Preset name or path.")]) -> None:
+def presets_show(
+    name: Annotated[str, typer.Argument(help="Preset name or path.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: settings and dataset_meta.")] = False,
+) -> None:
     """Print a preset's resolved settings and its dataset metadata summary."""
     from posecli.datasets.meta import resolve_meta
 
+    if as_json:
+        return mmpose_presets.print_show_json(name)
     settings = build_settings(name, {})
     _print_config(settings)
     ann = settings.data.train_ann or settings.data.val_ann

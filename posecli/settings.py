@@ -493,6 +493,9 @@ def load_settings(preset: str, overrides: dict[str, Any] | None = None) -> Setti
     """Load a preset (name or path), apply dotted-key overrides (flags win; None clears a field), validate."""
     data, path = load_preset_dict(preset)
     data = copy.deepcopy(data)
+    dataset = data.get("dataset")
+    if isinstance(dataset, str) and not Path(dataset).is_absolute() and (path.parent / dataset).is_file():
+        data["dataset"] = str(path.parent / dataset)  # a meta file named relative to the preset (presets import)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
     return validate_settings(data, str(path))
