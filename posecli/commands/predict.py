@@ -178,10 +178,16 @@ def _staging_dir(output_dir: Path, enabled: bool) -> Iterator[Path | None]:
     if not enabled:
         yield None
         return
+    created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix=".vis-staging.", dir=output_dir))
     try:
         yield path
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        if created and not any(output_dir.iterdir()):
+            output_dir.rmdir()  # a failed run leaves no trace, not even the folder it made
+        raise
     finally:
         shutil.rmtree(path, ignore_errors=True)
 
