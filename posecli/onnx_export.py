@@ -199,8 +199,10 @@ class OnnxModel:
         self._check_graph(proto)
         self.device = torch.device(device)
         self.providers = _providers(ort, self.device)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # the CPU threads PyTorch uses (OMP_NUM_THREADS)
         try:
-            self.session = ort.InferenceSession(str(self.path), providers=self.providers)
+            self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
         except Exception as exc:
             raise PoseCliError(
                 f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0][:200]}", self.path
