@@ -418,6 +418,102 @@ def evaluate(
     )
 
 
+# ------------------------------------------------------------------------------------------------- predict
+@app.command("predict")
+def predict(
+    sources: Annotated[list[str], typer.Argument(help="Images, folders, videos or globs (quote globs).")],
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", "-c", help="Checkpoint path/URL, or a MODEL.onnx from export.")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", "-p", help="Preset (default: the checkpoint's own; not for .onnx).")
+    ] = None,
+    bbox_file: Annotated[
+        Path | None,
+        typer.Option("--bbox-file", help="Boxes: COCO detections (with --ann-file) or records with file_name."),
+    ] = None,
+    ann_file: Annotated[Path | None, typer.Option("--ann-file", help="COCO file mapping image ids to files.")] = None,
+    whole_image: Annotated[bool, typer.Option("--whole-image", help="One box = the whole image/frame.")] = False,
+    detector: Annotated[
+        str | None, typer.Option("--detector", help="torchvision person detector, e.g. fasterrcnn_resnet50_fpn_v2.")
+    ] = None,
+    detector_weights: Annotated[
+        Path | None, typer.Option("--detector-weights", help="Local state_dict for --detector (default: COCO).")
+    ] = None,
+    det_bbox_thr: Annotated[
+        float | None,
+        typer.Option("--det-bbox-thr", help="Drop boxes scoring below this (bbox file: preset's, detector: 0.3)."),
+    ] = None,
+    flip_test: Annotated[bool | None, typer.Option("--flip-test/--no-flip-test")] = None,
+    post_process: Annotated[PostProcess | None, typer.Option("--post-process")] = None,
+    modulate_kernel: Annotated[int | None, typer.Option("--modulate-kernel", help="DARK blur kernel (odd).")] = None,
+    shift_heatmap: Annotated[bool | None, typer.Option("--shift-heatmap/--no-shift-heatmap")] = None,
+    vis_thr: Annotated[
+        float | None, typer.Option("--vis-thr", help="Keypoint score threshold for rescoring and drawing.")
+    ] = None,
+    oks_nms: Annotated[bool, typer.Option("--oks-nms", help="OKS NMS per image/frame (test.oks_thr).")] = False,
+    oks_thr: Annotated[float | None, typer.Option("--oks-thr", help="OKS NMS threshold.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Boxes per forward pass.")] = None,
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Writes predictions.json (and vis/).")] = Path(
+        "work_dirs/predict"
+    ),
+    save_vis: Annotated[bool, typer.Option("--save-vis", help="Draw into OUTPUT_DIR/vis (images, videos).")] = False,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Warn about unreadable inputs and go on.")] = False,
+    device: DeviceOpt = Device.auto,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Download cache for URLs.")] = None,
+) -> None:
+    """Run a model (.pth or exported .onnx) on images, folders and videos; write predictions.json."""
+    from posecli.commands.predict import run_predict_command
+
+    test_overrides: dict[str, Any] = {
+        "test.flip_test": flip_test,
+        "test.post_process": post_process.value if post_process else None,
+        "test.modulate_kernel": modulate_kernel,
+        "test.shift_heatmap": shift_heatmap,
+        "test.batch_size": batch_size,
+        "test.vis_thr": vis_thr,
+        "test.oks_thr": oks_thr,
+    }
+    run_predict_command(
+        sources,
+        checkpoint=checkpoint,
+        preset=preset,
+        overrides={k: v for k, v in test_overrides.items() if v is not None},
+        bbox_file=bbox_file,
+        ann_file=ann_file,
+        whole_image=whole_image,
+        detector=detector,
+        detector_weights=detector_weights,
+        det_bbox_thr=det_bbox_thr,
+        output_dir=output_dir,
+        save_vis=save_vis,
+        oks_nms=oks_nms,
+        skip_bad=skip_bad,
+        device=device.value,
+        cache_dir=cache_dir,
+    )
+
+
+# -------------------------------------------------------------------------------------------------- export
+@app.command("export")
+def export(
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint path or URL.")],
+    preset: Annotated[
+        str | None, typer.Option("--preset", "-p", help="Preset (default: the checkpoint's own).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Export format: onnx.")] = "onnx",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file, e.g. model.onnx.")] = None,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.")] = 17,
+    keypoints: KeypointsOpt = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Download cache for URLs.")] = None,
+) -> None:
+    """Export a checkpoint to ONNX (settings inside the file), checked against PyTorch with ONNX Runtime."""
+    from posecli.commands.export import run_export_command
+
+    overrides = {"model.head.out_channels": keypoints} if keypoints is not None else {}
+    run_export_command(checkpoint, preset, fmt, out, opset, overrides, cache_dir)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
