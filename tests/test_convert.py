@@ -630,7 +630,7 @@ def test_command_usage_errors_exit_2(args: list[str], message: str) -> None:
 
 def test_wholebody_real_format_confidences_become_flags(tmp_path: Path) -> None:
     """Real COCO-WholeBody files hold detector confidences in the face/hand/foot fields: v > 0 = labelled."""
-    repo_ref = Path(__file__).resolve().parents[2] / "shared" / "reference" / "wholebody" / "annotations.json"
+    repo_ref = Path(__file__).resolve().parent / "reference" / "wholebody" / "annotations.json"
     data = json.loads(repo_ref.read_text())
     for ann in data["annotations"]:
         ann["lefthand_kpts"][2::3] = [0.104 if v > 0 else 0 for v in ann["lefthand_kpts"][2::3]]

@@ -2,7 +2,8 @@
 
 Reading rules (those of MMPose 0.29's TopDownCocoDataset / TopDownCocoWholeBodyDataset):
 
-- ground-truth boxes are clipped to the image (x2 = x + w - 1); empty boxes, boxes with ``area`` <= 0
+- ground-truth boxes are clipped to the image (x1 = max(0, x), x2 = min(W - 1, x1 + w)) and kept as float64
+  until center/scale are computed; empty boxes, boxes with ``area`` <= 0
   and crowd annotations are skipped; people with no labelled keypoint are skipped (training and
   evaluation with ground-truth boxes alike, as MMPose does);
 - for evaluation, boxes may come instead from a detection results file (COCO detection results
@@ -65,7 +66,7 @@ class PersonSample:
 
     image_id: int
     image_file: str
-    bbox: np.ndarray  # (4,) f32 x, y, w, h (clipped GT box or detection box)
+    bbox: np.ndarray  # (4,) f64 x, y, w, h (clipped GT box or detection box), MMPose's Python floats
     keypoints: np.ndarray  # (K, 2) f32 x, y image pixels
     visible: np.ndarray  # (K,) f32 1 = labelled (COCO v > 0)
     bbox_score: float  # 1 for ground-truth boxes, the detector's score otherwise
@@ -89,7 +90,7 @@ class SampleTable(Sequence[PersonSample]):
         self.image_files = image_files  # one per image
         self.image_ids = image_ids  # (N,) int64
         self.image_index = image_index  # (N,) int32 index into image_files
-        self.bboxes = bboxes  # (N, 4) f32
+        self.bboxes = bboxes  # (N, 4) f64: float32 would move centers (MMPose casts only center/scale)
         self.keypoints = keypoints  # (N, K, 2) f32
         self.visible = visible  # (N, K) f32
         self.scores = scores  # (N,) f32
@@ -480,7 +481,7 @@ class TopDownCocoDataset(Dataset):
         """One sample per usable, labelled, non-crowd person, in image order then annotation order."""
         files, position = self._image_files()
         k = self.meta.num_keypoints
-        rows: list[tuple[int, int, np.ndarray, np.ndarray, int]] = []
+        rows: list[tuple[int, int, Sequence[float], np.ndarray, int]] = []
         for img in self.coco.dataset["images"]:
             for ann in self.coco.imgToAnns.get(img["id"], []):
                 if ann.get("iscrowd"):
@@ -510,7 +511,7 @@ class TopDownCocoDataset(Dataset):
         cats = self.coco.dataset.get("categories") or [{"id": 1}]
         person = cats[0].get("id", 1)
         k = self.meta.num_keypoints
-        rows: list[tuple[int, int, np.ndarray, np.ndarray, int]] = []
+        rows: list[tuple[int, int, Sequence[float], np.ndarray, int]] = []
         scores: list[float] = []
         for i, det in enumerate(dets):
             if not isinstance(det, dict) or not {"image_id", "bbox", "score"} <= det.keys():
@@ -528,7 +529,7 @@ class TopDownCocoDataset(Dataset):
                 )
             if det["score"] < self.det_bbox_thr:
                 continue
-            bbox = np.asarray(det["bbox"][:4], dtype=np.float32)
+            bbox = np.asarray(det["bbox"][:4], dtype=np.float64)
             rows.append((det["image_id"], position[det["image_id"]], bbox, np.zeros((k, 3), np.float32), -1))
             scores.append(float(det["score"]))
         if not dets:
@@ -537,7 +538,7 @@ class TopDownCocoDataset(Dataset):
 
     @staticmethod
     def _table(
-        files: list[str], rows: list[tuple[int, int, np.ndarray, np.ndarray, int]], scores: list[float] | None
+        files: list[str], rows: list[tuple[int, int, Sequence[float], np.ndarray, int]], scores: list[float] | None
     ) -> SampleTable:
         n = len(rows)
         k = rows[0][3].shape[0] if rows else 0
@@ -548,7 +549,7 @@ class TopDownCocoDataset(Dataset):
             image_files=files,
             image_ids=np.array([r[0] for r in rows], dtype=np.int64),
             image_index=np.array([r[1] for r in rows], dtype=np.int32),
-            bboxes=np.array([r[2] for r in rows], dtype=np.float32).reshape(n, 4),
+            bboxes=np.array([r[2] for r in rows], dtype=np.float64).reshape(n, 4),
             keypoints=np.ascontiguousarray(keypoints[:, :, :2]),
             visible=(keypoints[:, :, 2] > 0).astype(np.float32),
             scores=np.ones(n, np.float32) if scores is None else np.array(scores, dtype=np.float32),
