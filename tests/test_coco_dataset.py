@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import posecli.datasets.coco as coco_module
+import posecli.datasets.coco_format as coco_format
 from posecli.datasets.coco import TopDownCocoDataset, read_image_rgb
 from posecli.datasets.meta import load_builtin
 from posecli.errors import PoseCliError
@@ -228,7 +228,9 @@ def test_wrong_keypoint_count_names_the_annotation(coco: tuple[Path, Path]) -> N
     data = json.loads(ann.read_text())
     data["annotations"][3]["keypoints"] = data["annotations"][3]["keypoints"] + [1, 2, 2]
     ann.write_text(json.dumps(data))
-    with pytest.raises(PoseCliError, match=r"annotation id 4: keypoints \(54\) give 54 values, expected 3 x 17") as e:
+    with pytest.raises(
+        PoseCliError, match=r"annotation id 4: 'keypoints' has 54 values, category 1 needs 51 \(3 x 17 keypoints\)"
+    ) as e:
         TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
     assert e.value.path == str(ann)
 
@@ -258,7 +260,7 @@ def _huge_values_that_cancel(doc: dict[str, Any]) -> dict[str, Any]:
         (lambda d: d["images"][1].update(height=float("nan")) or d, "image id 2: width/height must be positive"),
         (lambda d: d["images"][0].update(file_name=None) or d, "image id 1: file_name must be a string"),
         (lambda d: d["annotations"][1].update(id=None) or d, r"annotations\[1\]: id None is not a whole number"),
-        (lambda d: d["annotations"][1].update(id=1) or d, "annotation id 1 appears twice in 'annotations'"),
+        (lambda d: d["annotations"][1].update(id=1) or d, "annotation id 1: appears twice in 'annotations'"),
         (
             lambda d: d["annotations"][0].update(image_id=[1]) or d,
             r"annotation id 1: image_id \[1\] is not in 'images'",
@@ -340,7 +342,8 @@ def test_ids_fields_and_sizes_filled_when_absent(coco: tuple[Path, Path]) -> Non
     ann.write_text(json.dumps(data))
     ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False)
     person = ds.coco.anns[4]
-    assert (person["area"], person["num_keypoints"], person["iscrowd"]) == (3000.0, 9, 0)
+    assert (person["num_keypoints"], person["iscrowd"]) == (9, 0)
+    assert "area" not in person  # left absent: evaluation uses 0.53 x box area (MMPose's rule), see coco_format
     assert [s.ann_id for s in ds.samples] == [1, 4]
 
 
@@ -348,7 +351,7 @@ def test_keypoint_check_in_chunks_names_the_annotation(
     coco: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Keypoint values are checked in numpy passes of KEYPOINT_CHUNK_VALUES values (here ~one annotation)."""
-    monkeypatch.setattr(coco_module, "KEYPOINT_CHUNK_VALUES", 60)
+    monkeypatch.setattr(coco_format, "KEYPOINT_CHUNK_VALUES", 60)
     ann, img_dir = coco
     ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
     assert [s.ann_id for s in ds.samples] == [1, 4]

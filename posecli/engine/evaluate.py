@@ -542,7 +542,10 @@ def _score_predictions_file(
     if save_vis and img_dir is None:
         raise PoseCliError("--save-vis with --predictions needs --img-dir (the images to draw on)")
     assert ann_file is not None
-    metrics = score_results_file(predictions, ann_file, dataset, extra=True, per_keypoint_ap=per_keypoint)
+    allow = bool(overrides.get("data.allow_outside_img_dir", False))
+    metrics = score_results_file(
+        predictions, ann_file, dataset, extra=True, per_keypoint_ap=per_keypoint, allow_outside_img_dir=allow
+    )
     info: dict[str, Any] = {
         "mode": "predictions",
         "predictions": str(predictions),
@@ -560,7 +563,6 @@ def _score_predictions_file(
             meta = resolve_meta(dataset, ann_file) if dataset is not None else infer_meta(raw, gt_data, ann_file)
             results = load_results(predictions, meta)
             assert img_dir is not None
-            allow = bool(overrides.get("data.allow_outside_img_dir", False))
             kpt_thr = TestSettings().vis_thr  # the results carry no settings: the default threshold
             written += save_visualisations(
                 output_dir / VIS_DIR, results, gt_data, Path(img_dir), meta, save_vis, kpt_thr, vis_gt, allow
