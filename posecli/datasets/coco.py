@@ -7,7 +7,8 @@ Reading rules (those of MMPose 0.29's TopDownCocoDataset / TopDownCocoWholeBodyD
   and crowd annotations are skipped; people with no labelled keypoint are skipped (training and
   evaluation with ground-truth boxes alike, as MMPose does);
 - for evaluation, boxes may come instead from a detection results file (COCO detection results
-  format, person category only), keeping those scoring at least ``det_bbox_thr``;
+  format; detections of categories the annotation file does not list are ignored), keeping those scoring at
+  least ``det_bbox_thr``; every box keeps its own ``category_id`` (the annotation's or the detection's);
 - COCO-WholeBody's split fields ``keypoints, foot_kpts, face_kpts, lefthand_kpts, righthand_kpts``
   are concatenated in that order (MMPose's 133-keypoint order); generally the fields are taken in
   that order until they give 3*K values for the dataset meta's K keypoints;
@@ -70,6 +71,7 @@ class PersonSample:
     visible: np.ndarray  # (K,) f32 1 = labelled (COCO v > 0)
     bbox_score: float  # 1 for ground-truth boxes, the detector's score otherwise
     ann_id: int | None  # COCO annotation id; None for detections
+    category_id: int = 1  # the annotation's category (GT boxes) or the detection's
 
 
 class SampleTable(Sequence[PersonSample]):
@@ -85,6 +87,7 @@ class SampleTable(Sequence[PersonSample]):
         visible: np.ndarray,
         scores: np.ndarray,
         ann_ids: np.ndarray,
+        category_ids: np.ndarray | None = None,
     ) -> None:
         self.image_files = image_files  # one per image
         self.image_ids = image_ids  # (N,) int64
@@ -94,6 +97,8 @@ class SampleTable(Sequence[PersonSample]):
         self.visible = visible  # (N, K) f32
         self.scores = scores  # (N,) f32
         self.ann_ids = ann_ids  # (N,) int64, -1 for detections
+        # (N,) int64: each box's own category, so results of multi-category sets (AP-10K) are scored per category
+        self.category_ids = np.ones(len(image_ids), np.int64) if category_ids is None else category_ids
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -108,6 +113,7 @@ class SampleTable(Sequence[PersonSample]):
             visible=self.visible[i],
             bbox_score=float(self.scores[i]),
             ann_id=None if ann_id < 0 else ann_id,
+            category_id=int(self.category_ids[i]),
         )
 
     def __iter__(self) -> Iterator[PersonSample]:
@@ -280,7 +286,7 @@ class TopDownCocoDataset(Dataset):
         """One sample per usable, labelled, non-crowd person, in image order then annotation order."""
         files, position = self._image_files()
         k = self.meta.num_keypoints
-        rows: list[tuple[int, int, Sequence[float], np.ndarray, int]] = []
+        rows: list[tuple[int, int, Sequence[float], np.ndarray, int, int]] = []
         for img in self.coco.dataset["images"]:
             for ann in self.coco.imgToAnns.get(img["id"], []):
                 if ann.get("iscrowd"):
@@ -295,7 +301,7 @@ class TopDownCocoDataset(Dataset):
                     continue
                 if not split and ann.get("num_keypoints", 1) == 0:
                     continue
-                rows.append((img["id"], position[img["id"]], bbox, keypoints, int(ann["id"])))
+                rows.append((img["id"], position[img["id"]], bbox, keypoints, int(ann["id"]), ann["category_id"]))
         return self._table(files, rows, scores=None)
 
     def _load_detections(self) -> SampleTable:
@@ -307,10 +313,11 @@ class TopDownCocoDataset(Dataset):
                 "a detection results file must be a JSON list of {image_id, bbox, score}", self.bbox_file
             )
         files, position = self._image_files()
-        cats = self.coco.dataset.get("categories") or [{"id": 1}]
-        person = cats[0].get("id", 1)
+        cats = self.coco.dataset["categories"]
+        known = {c["id"] for c in cats}
+        first = cats[0]["id"] if cats else 1  # a detection without category_id: the first category (COCO: person)
         k = self.meta.num_keypoints
-        rows: list[tuple[int, int, Sequence[float], np.ndarray, int]] = []
+        rows: list[tuple[int, int, Sequence[float], np.ndarray, int, int]] = []
         scores: list[float] = []
         for i, det in enumerate(dets):
             if not isinstance(det, dict) or not {"image_id", "bbox", "score"} <= det.keys():
@@ -320,7 +327,7 @@ class TopDownCocoDataset(Dataset):
                     f"detection #{i}: bbox must be [x, y, w, h] finite numbers and score a finite number",
                     self.bbox_file,
                 )
-            if det.get("category_id", person) != person:
+            if det.get("category_id", first) not in known:  # another detector class (e.g. COCO's cars)
                 continue
             if type(det["image_id"]) is not int or det["image_id"] not in position:
                 raise PoseCliError(
@@ -329,7 +336,8 @@ class TopDownCocoDataset(Dataset):
             if det["score"] < self.det_bbox_thr:
                 continue
             bbox = np.asarray(det["bbox"][:4], dtype=np.float64)
-            rows.append((det["image_id"], position[det["image_id"]], bbox, np.zeros((k, 3), np.float32), -1))
+            kp = np.zeros((k, 3), np.float32)
+            rows.append((det["image_id"], position[det["image_id"]], bbox, kp, -1, det.get("category_id", first)))
             scores.append(float(det["score"]))
         if not dets:
             raise PoseCliError("detection results file holds no detections", self.bbox_file)
@@ -337,7 +345,7 @@ class TopDownCocoDataset(Dataset):
 
     @staticmethod
     def _table(
-        files: list[str], rows: list[tuple[int, int, Sequence[float], np.ndarray, int]], scores: list[float] | None
+        files: list[str], rows: list[tuple[int, int, Sequence[float], np.ndarray, int, int]], scores: list[float] | None
     ) -> SampleTable:
         n = len(rows)
         k = rows[0][3].shape[0] if rows else 0
@@ -353,6 +361,7 @@ class TopDownCocoDataset(Dataset):
             visible=(keypoints[:, :, 2] > 0).astype(np.float32),
             scores=np.ones(n, np.float32) if scores is None else np.array(scores, dtype=np.float32),
             ann_ids=np.array([r[4] for r in rows], dtype=np.int64),
+            category_ids=np.array([r[5] for r in rows], dtype=np.int64),
         )
 
     # ---------------------------------------------------------------------------------- sampling
@@ -423,6 +432,7 @@ class TopDownCocoDataset(Dataset):
             "keypoints": torch.from_numpy(np.concatenate([keypoints, visible[:, None]], axis=1).astype(np.float32)),
             "bbox": torch.from_numpy(np.array(s.bbox, dtype=np.float32)),
             "image_id": s.image_id,
+            "category_id": s.category_id,
             "bbox_score": s.bbox_score,
             "area": float(np.prod(scale.astype(np.float32) * np.float32(200.0))),  # f32 as MMPose
             "index": index,
