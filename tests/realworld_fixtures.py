@@ -42,9 +42,11 @@ HORSE22 = [
     "Shoulder", "Midshoulder", "Elbow", "Girth", "Wither", "Nearhindhock", "Nearhindfetlock", "Nearhindfoot", "Hip",
     "Stifle", "Offhindhock", "Offhindfetlock", "Offhindfoot", "Ischium",
 ]  # fmt: skip
-LOCUST35 = ["head", "neck", "thorax", "abdomen1", "abdomen2"] + [
-    f"{part}{side}" for side in "LR" for part in ("anttip", "antbase", "eye")
-] + [f"{leg}{side}{i}" for side in "LR" for leg in ("foreleg", "midleg", "hindleg") for i in range(1, 5)]
+LOCUST35 = (
+    ["head", "neck", "thorax", "abdomen1", "abdomen2"]
+    + [f"{part}{side}" for side in "LR" for part in ("anttip", "antbase", "eye")]
+    + [f"{leg}{side}{i}" for side in "LR" for leg in ("foreleg", "midleg", "hindleg") for i in range(1, 5)]
+)
 
 
 def _points(rng: np.random.Generator, k: int, box: list[float], labelled: float, flag: float = 2) -> list[Any]:
