@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -346,12 +347,13 @@ def _safe_numpy_globals() -> list[Any]:
 
     Rebuilding them runs no code of the file's choosing; object arrays still go through the weights-only unpickler.
     """
-    core = getattr(np, "_core", None)
-    if core is None:  # NumPy 1.x
-        core = np.core
+    # NumPy 2 moved numpy.core to numpy._core; 1.26 ships a numpy._core stub whose `multiarray` is not loaded, so
+    # the module is imported by the name the installed NumPy really uses.
+    major = int(np.__version__.split(".")[0])
+    multiarray = importlib.import_module("numpy._core.multiarray" if major >= 2 else "numpy.core.multiarray")
     allowed: list[Any] = [np.dtype, np.ndarray]
     for name in ("scalar", "_reconstruct"):  # pickles name the module of the NumPy that wrote them (1.x or 2.x)
-        func = getattr(core.multiarray, name)
+        func = getattr(multiarray, name)
         allowed += [(func, f"numpy.core.multiarray.{name}"), (func, f"numpy._core.multiarray.{name}")]
     dtypes = getattr(np, "dtypes", None)
     if dtypes is not None:

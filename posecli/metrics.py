@@ -228,50 +228,35 @@ def _flat_keypoints(entry: dict[str, Any], k: int, label: str, source: str) -> l
     return values
 
 
-def _load_gt(gt: dict[str, Any] | str | Path, meta: DatasetMeta) -> _GroundTruth:
-    """Validate a COCO keypoint ground truth (dict or file) and flatten every person to (K, 3)."""
+def _load_gt(gt: dict[str, Any] | str | Path, meta: DatasetMeta, allow_outside_img_dir: bool = True) -> _GroundTruth:
+    """Validate a COCO keypoint ground truth (dict or file) with posecli's COCO rules; every person as (K, 3).
+
+    The rules are posecli.datasets.coco_format's (the verdict of `convert-dataset --check`); image paths matter
+    only where images are read, so ``allow_outside_img_dir`` is on unless a command that reads none says otherwise.
+    A person without ``area`` gets 0.53 x box area for OKS (MMPose's rule), as everywhere.
+    """
+    from posecli.datasets.coco_format import effective_area, require_valid_coco
+
     source = "ground truth" if isinstance(gt, dict) else str(gt)
     data = gt if isinstance(gt, dict) else _read_json(gt, "annotation file")
-    if not isinstance(data, dict) or not all(isinstance(data.get(key), list) for key in ("images", "annotations")):
-        raise PoseCliError("annotations must be a COCO object with 'images' and 'annotations' lists", source)
-    categories = data.get("categories") or []
-    if not isinstance(categories, list) or not all(isinstance(c, dict) and "id" in c for c in categories):
-        raise PoseCliError("'categories' must be a list of objects with an 'id'", source)
-    images = data["images"]
-    if not all(isinstance(img, dict) and "id" in img for img in images):
-        raise PoseCliError("every entry of 'images' needs an 'id'", source)
+    report = require_valid_coco(data, source, allow_outside_img_dir=allow_outside_img_dir)
     k = meta.num_keypoints
     people: list[_GtPerson] = []
-    no_area = 0
     for i, ann in enumerate(data["annotations"]):
-        label = f"annotations[{i}] (id {ann.get('id')})" if isinstance(ann, dict) else f"annotations[{i}]"
-        if not isinstance(ann, dict) or "image_id" not in ann:
-            raise PoseCliError(f"{label}: not an annotation object with an 'image_id'", source)
+        label = f"annotations[{i}] (id {ann['id']})"
         kpts = np.asarray(_flat_keypoints(ann, k, label, source), dtype=np.float64).reshape(k, 3)
-        bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-            labelled = kpts[kpts[:, 2] > 0]
-            lo, hi = (labelled[:, :2].min(0), labelled[:, :2].max(0)) if len(labelled) else (np.zeros(2), np.zeros(2))
-            bbox = [float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1])]
-        area = ann.get("area")
-        if not _is_number(area):
-            # xtcocotools' use_area=False convention for sets without segmentation areas.
-            area = bbox[2] * bbox[3] * 0.53
-            no_area += 1
         people.append(
             _GtPerson(
                 image_id=ann["image_id"],
-                category_id=ann.get("category_id", 1),
+                category_id=ann["category_id"],
                 iscrowd=int(bool(ann.get("iscrowd", 0))),
-                area=float(area),
-                bbox=[float(v) for v in bbox],
+                area=effective_area(ann),
+                bbox=[float(v) for v in ann["bbox"]],
                 kpts=kpts,
             )
         )
-    warnings = sigma_warnings(meta)
-    if no_area:
-        warnings.append(f"{no_area} ground-truth people have no 'area': using 0.53 x box area for OKS (as xtcocotools)")
-    return _GroundTruth(images=images, categories=categories, people=people, warnings=warnings)
+    warnings = sigma_warnings(meta) + [w for w in report.warnings if "'area'" in w]
+    return _GroundTruth(images=data["images"], categories=data["categories"], people=people, warnings=warnings)
 
 
 def sigma_warnings(meta: DatasetMeta) -> list[str]:
@@ -616,19 +601,21 @@ def score_results_file(
     dataset: str | None = None,
     extra: bool = True,
     per_keypoint_ap: bool = False,
+    allow_outside_img_dir: bool = False,
 ) -> dict[str, Any]:
     """Score a results file against a COCO annotation file: the metrics.json object.
 
     MMPose's AP/AR keys (WholeBody: plus <part>_AP/_AR), then with `extra` PCK@0.05/0.1/0.2, AUC, EPE and
     `per_keypoint` (AP only with per_keypoint_ap), and a `warnings` list only when there are caveats.
     """
+    from posecli.datasets.coco_format import require_valid_coco
+
     gt_data = _read_json(ann_file, "annotation file")
-    if not isinstance(gt_data, dict):
-        raise PoseCliError("annotations must be a COCO object with 'images' and 'annotations' lists", ann_file)
+    require_valid_coco(gt_data, ann_file, allow_outside_img_dir)  # the verdict of --check, before the meta is read
     raw = _read_json(predictions, "results file")
     meta = resolve_meta(dataset, ann_file) if dataset is not None else infer_meta(raw, gt_data, ann_file)
     try:
-        truth = _load_gt(gt_data, meta)
+        truth = _load_gt(gt_data, meta, allow_outside_img_dir)
     except PoseCliError as exc:
         raise PoseCliError(exc.message, ann_file) from None
     try:

@@ -19,17 +19,20 @@ IMAGENET_STD_RGB = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------- boxes
-def clip_bbox_xywh(bbox: Sequence[float], image_wh: Sequence[int]) -> np.ndarray | None:
-    """A ground-truth box clipped to the image as MMPose does (x2 = x1 + w - 1), or None if it is empty."""
+def clip_bbox_xywh(bbox: Sequence[float], image_wh: Sequence[int]) -> list[float] | None:
+    """A ground-truth box clipped to the image as MMPose 0.29's TopDownCocoDataset does, or None if it is empty.
+
+    x1 = max(0, x), x2 = min(W - 1, x1 + max(0, w)) (same for y); the box is [x1, y1, x2 - x1, y2 - y1] as
+    Python floats (float64): MMPose casts to float32 only when it computes center and scale.
+    """
     x, y, w, h = (float(v) for v in bbox[:4])
     width, height = image_wh
     x1, y1 = max(0.0, x), max(0.0, y)
-    # MMPose treats the box as inclusive pixel indices, so the stored width is w - 1 (clipped to the image).
-    x2 = min(width - 1.0, x1 + max(0.0, w - 1.0))
-    y2 = min(height - 1.0, y1 + max(0.0, h - 1.0))
+    x2 = min(width - 1.0, x1 + max(0.0, w))
+    y2 = min(height - 1.0, y1 + max(0.0, h))
     if x2 <= x1 or y2 <= y1:
         return None
-    return np.array([x1, y1, x2 - x1, y2 - y1], dtype=np.float32)
+    return [x1, y1, x2 - x1, y2 - y1]
 
 
 def fix_aspect_ratio(w: float, h: float, aspect_ratio: float) -> tuple[float, float]:
@@ -44,7 +47,11 @@ def fix_aspect_ratio(w: float, h: float, aspect_ratio: float) -> tuple[float, fl
 def bbox_xywh_to_center_scale(
     bbox: Sequence[float], aspect_ratio: float, padding: float = 1.25
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Box (x, y, w, h) -> center (2,) f32 and scale (2,) f32 in 200-px units, aspect-fixed and padded."""
+    """Box (x, y, w, h) -> center (2,) f32 and scale (2,) f32 in 200-px units, aspect-fixed and padded.
+
+    The arithmetic runs in float64 on the box as given (MMPose's Python floats); only the results are float32,
+    so a float32 box gives other centers (129.615 -> 129.61499) and other crops.
+    """
     x, y, w, h = (float(v) for v in bbox[:4])
     center = np.array([x + w * 0.5, y + h * 0.5], dtype=np.float32)
     w, h = fix_aspect_ratio(w, h, aspect_ratio)

@@ -321,7 +321,8 @@ def _three_kpt_case() -> tuple[DatasetMeta, dict[str, Any], list[dict[str, Any]]
         {"id": 2, "image_id": 1, "category_id": 1, "bbox": [200, 200, 60, 60], "area": 2000.0,
          "keypoints": [210, 210, 2, 220, 230, 1, 0, 0, 0]},
     ]  # fmt: skip
-    gt = {"images": [{"id": 1}], "annotations": anns, "categories": [{"id": 1, "keypoints": meta.keypoint_names}]}
+    images = [{"id": 1, "file_name": "1.png", "width": 400, "height": 400}]
+    gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "keypoints": meta.keypoint_names}]}
     results = [
         {"image_id": 1, "category_id": 1, "keypoints": [13, 14, 1, 36, 28, 1, 5, 5, 1], "score": 0.3},  # 5 px, 10 px
         {"image_id": 1, "category_id": 1, "keypoints": [900, 900, 1, 910, 900, 1, 920, 900, 1], "score": 0.9},

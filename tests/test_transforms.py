@@ -41,12 +41,28 @@ def test_tall_box_grows_in_width() -> None:
     np.testing.assert_allclose(scale, [150 / 200, 1.0], rtol=1e-6)
 
 
-def test_gt_box_is_clipped_with_inclusive_pixel_rule() -> None:
-    np.testing.assert_allclose(clip_bbox_xywh([10, 20, 100, 50], (640, 480)), [10, 20, 99, 49])
-    np.testing.assert_allclose(clip_bbox_xywh([-5, -8, 20, 20], (640, 480)), [0, 0, 19, 19])
-    np.testing.assert_allclose(clip_bbox_xywh([600, 400, 100, 100], (640, 480)), [600, 400, 39, 79])
-    assert clip_bbox_xywh([10, 10, 1, 30], (640, 480)) is None  # w - 1 = 0: empty
+def test_gt_box_is_clipped_as_mmpose_029() -> None:
+    """TopDownCocoDataset: x1 = max(0, x), x2 = min(W - 1, x1 + max(0, w)); box = [x1, y1, x2 - x1, y2 - y1]."""
+    assert clip_bbox_xywh([10, 20, 100, 50], (640, 480)) == [10, 20, 100, 50]
+    assert clip_bbox_xywh([-5, -8, 20, 20], (640, 480)) == [0, 0, 20, 20]  # x1 clipped first, then + w
+    assert clip_bbox_xywh([600, 400, 100, 100], (640, 480)) == [600, 400, 39, 79]
+    assert clip_bbox_xywh([10, 10, 1, 30], (640, 480)) == [10, 10, 1, 30]
+    assert clip_bbox_xywh([10, 10, 0, 30], (640, 480)) is None  # empty
+    assert clip_bbox_xywh([10, 10, -4, 30], (640, 480)) is None
     assert clip_bbox_xywh([700, 10, 30, 30], (640, 480)) is None  # right of the image
+    assert clip_bbox_xywh([639.5, 10, 30, 30], (640, 480)) is None  # x2 = W - 1 < x1
+
+
+def test_box_stays_float64_until_center_and_scale() -> None:
+    """MMPose keeps boxes as Python floats: 88.17 + 120.84 / 2 = 148.59 and 39.85 + 179.53 / 2 = 129.615 are
+    rounded to float32 once; a float32 box first gives 129.61499 (another crop after OpenCV's fixed-point warp)."""
+    bbox = clip_bbox_xywh([88.17, 39.85, 120.84, 179.53], (320, 240))
+    assert bbox is not None and all(type(v) is float for v in bbox)
+    center, scale = bbox_xywh_to_center_scale(bbox, aspect_ratio=192 / 256)
+    assert center.tolist() == np.array([148.59, 129.615], np.float32).tolist()
+    assert scale.tolist() == (np.array([179.53 * 0.75, 179.53], np.float32) / 200 * 1.25).tolist()
+    center32, _ = bbox_xywh_to_center_scale(np.float32(bbox), aspect_ratio=192 / 256)
+    assert center32[1] != center[1]  # the float32 box would not be MMPose's
 
 
 # -------------------------------------------------------------------------------------------- affine

@@ -55,6 +55,7 @@ class DatasetMeta:
     parts: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> [start, end)
     keypoint_color: list[list[int]] = field(default_factory=list)
     skeleton_color: list[list[int]] = field(default_factory=list)
+    default_sigmas: bool = False  # the sigmas are DEFAULT_SIGMA because none were given (kept in checkpoints)
     notes: list[str] = field(default_factory=list)  # what was inferred or defaulted, shown to the user
 
     def __post_init__(self) -> None:
@@ -68,7 +69,10 @@ class DatasetMeta:
         self.parts = {str(n): (int(r[0]), int(r[1])) for n, r in self.parts.items()}
         if not self.sigmas:
             self.sigmas = [DEFAULT_SIGMA] * k
+            self.default_sigmas = True
             self.notes.append(f"no OKS sigmas given: using {DEFAULT_SIGMA} for every keypoint")
+        elif self.default_sigmas:  # e.g. read back from a checkpoint trained with `dataset: null`
+            self.notes.append(f"the OKS sigmas are posecli's defaults ({DEFAULT_SIGMA} for every keypoint), not given")
         if not self.joint_weights:
             self.joint_weights = [1.0] * k
         if not self.parts:
@@ -258,12 +262,11 @@ def meta_from_category(category: dict[str, Any], source: str = "annotations") ->
         raise PoseCliError("categories[0] has no 'keypoints' name list", source)
     if len(names) > MAX_KEYPOINTS:
         raise PoseCliError(f"categories[0] lists {len(names):,} keypoints, more than {MAX_KEYPOINTS:,}", source)
-    skeleton_raw = category.get("skeleton") or []
-    # COCO files store the skeleton 1-based.
-    try:
-        skeleton = [(int(a) - 1, int(b) - 1) for a, b in skeleton_raw]
-    except (TypeError, ValueError):
-        raise PoseCliError("categories[0] 'skeleton' must be a list of [a, b] keypoint numbers", source) from None
+    from posecli.datasets.coco_format import skeleton_links, skeleton_warning
+
+    # COCO files store the skeleton 1-based; links outside the keypoints (CrowdPose ships COCO's 17-point skeleton
+    # with 14 keypoints) are dropped with a warning: a skeleton only draws pictures, training does not need it.
+    skeleton, bad = skeleton_links(category, len(names))
     pairs = infer_flip_pairs(names)
     meta = DatasetMeta(
         name=str(category.get("name", "custom")),
@@ -272,6 +275,8 @@ def meta_from_category(category: dict[str, Any], source: str = "annotations") ->
         skeleton=skeleton,
     )
     meta.notes.insert(0, f"keypoint names and skeleton from the 'categories' entry of {source}")
+    if bad:
+        meta.notes.append(f"{source}: {skeleton_warning(category, bad, len(names))}")
     meta.notes.append(f"flip pairs inferred from left/right names: {len(pairs)} pairs")
     return meta
 
@@ -291,4 +296,8 @@ def resolve_meta(dataset: str | None, ann_file: str | Path | None = None) -> Dat
     cats = data.get("categories") if isinstance(data, dict) else None
     if not isinstance(cats, list) or not cats:
         raise PoseCliError("no 'categories' entry to take keypoint names from", path)
-    return meta_from_category(cats[0], source=str(path))
+    meta = meta_from_category(cats[0], source=str(path))
+    if len(cats) > 1:  # e.g. AP-10K's 54 species share one keypoint set: not all of them are "antelope"
+        meta.name = path.stem
+        meta.notes.append(f"{len(cats)} categories share the keypoint set; results keep each box's category_id")
+    return meta

@@ -112,6 +112,7 @@ class Predictions:
     bbox_score: np.ndarray  # (N,) f32 1 for ground-truth boxes, the detector's score otherwise
     image_id: list[Any]  # (N,) COCO image ids
     index: np.ndarray  # (N,) int64 dataset index of the box
+    category_id: list[Any] = field(default_factory=list)  # (N,) each box's own category (empty: not known)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -123,6 +124,7 @@ class Predictions:
         index = np.concatenate([p.index for p in parts]) if parts else np.zeros(0, np.int64)
         _, first = np.unique(index, return_index=True)  # sorted unique indices -> dataset order
         ids = [i for p in parts for i in p.image_id]
+        cats = [c for p in parts for c in p.category_id]
 
         def cat(name: str, shape: tuple[int, ...]) -> np.ndarray:
             arrays = [getattr(p, name) for p in parts]
@@ -137,6 +139,7 @@ class Predictions:
             bbox_score=cat("bbox_score", ()),
             image_id=[ids[i] for i in first],
             index=index[first].astype(np.int64),
+            category_id=[cats[i] for i in first] if len(cats) == len(ids) else [],
         )
 
 
@@ -180,6 +183,7 @@ def predict(
     out: dict[str, list[torch.Tensor]] = {"keypoints": [], "center": [], "scale": [], "area": [], "bbox_score": []}
     indices: list[torch.Tensor] = []
     image_ids: list[Any] = []
+    category_ids: list[Any] = []
     autocast = (
         torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     )
@@ -209,6 +213,8 @@ def predict(
                 out["bbox_score"].append(torch.as_tensor(batch["bbox_score"]).float())
                 indices.append(torch.as_tensor(batch["index"]).long())
                 image_ids.extend(_as_list(batch["image_id"]))
+                if "category_id" in batch:
+                    category_ids.extend(_as_list(batch["category_id"]))
                 if progress is not None:
                     progress(images.shape[0])
     finally:
@@ -229,6 +235,7 @@ def predict(
         bbox_score=gather("bbox_score", ()),
         image_id=image_ids,
         index=torch.cat(indices).numpy() if indices else np.zeros(0, np.int64),
+        category_id=category_ids if len(category_ids) == len(image_ids) else [],
     )
 
 
@@ -245,7 +252,9 @@ def make_results(
     """MMPose 0.x results: rescore people, OKS NMS per image, write COCO keypoint results entries.
 
     Images come in the order they first appear in the predictions (dataset order), people of an image in the
-    order NMS keeps them. COCO-WholeBody entries carry the split fields as MMPose writes them.
+    order NMS keeps them. Each entry carries its box's own category (``category_id`` is the fallback when the
+    predictions have none), as MMPose's multi-category (animal) datasets write them: COCO AP is computed per
+    category. COCO-WholeBody entries carry the split fields as MMPose writes them.
     """
     by_image: dict[Any, list[dict[str, Any]]] = {}
     for i in range(len(preds)):
@@ -256,6 +265,7 @@ def make_results(
             "area": preds.area[i],
             "score": preds.bbox_score[i],
             "image_id": preds.image_id[i],
+            "category_id": preds.category_id[i] if preds.category_id else category_id,
         }
         by_image.setdefault(preds.image_id[i], []).append(person)
     wholebody = is_wholebody(meta)
@@ -267,7 +277,10 @@ def make_results(
             people = [people[i] for i in nms(people, test.oks_thr, meta.sigmas)]
         for person in people:
             flat = np.asarray(person["keypoints"]).reshape(-1)
-            entry: dict[str, Any] = {"image_id": _json_id(person["image_id"]), "category_id": category_id}
+            entry: dict[str, Any] = {
+                "image_id": _json_id(person["image_id"]),
+                "category_id": _json_id(person["category_id"]),
+            }
             if wholebody:
                 entry.update(split_wholebody(flat))
             else:
@@ -379,8 +392,7 @@ def run_evaluation(
             return Evaluation(metrics={}, results=[], predictions=None, seconds=0.0, num_boxes=0)
         preds = Predictions.concat(shards)
     seconds = time.perf_counter() - start
-    cats = dataset.coco.dataset.get("categories") or [{"id": 1}]
-    results = make_results(preds, meta, test, category_id=cats[0].get("id", 1))
+    results = make_results(preds, meta, test)
     metrics = score_results(dataset.coco.dataset, results, meta, extra=extra, per_keypoint_ap=per_keypoint_ap)
     return Evaluation(
         metrics=metrics,
@@ -542,7 +554,10 @@ def _score_predictions_file(
     if save_vis and img_dir is None:
         raise PoseCliError("--save-vis with --predictions needs --img-dir (the images to draw on)")
     assert ann_file is not None
-    metrics = score_results_file(predictions, ann_file, dataset, extra=True, per_keypoint_ap=per_keypoint)
+    allow = bool(overrides.get("data.allow_outside_img_dir", False))
+    metrics = score_results_file(
+        predictions, ann_file, dataset, extra=True, per_keypoint_ap=per_keypoint, allow_outside_img_dir=allow
+    )
     info: dict[str, Any] = {
         "mode": "predictions",
         "predictions": str(predictions),
@@ -560,7 +575,6 @@ def _score_predictions_file(
             meta = resolve_meta(dataset, ann_file) if dataset is not None else infer_meta(raw, gt_data, ann_file)
             results = load_results(predictions, meta)
             assert img_dir is not None
-            allow = bool(overrides.get("data.allow_outside_img_dir", False))
             kpt_thr = TestSettings().vis_thr  # the results carry no settings: the default threshold
             written += save_visualisations(
                 output_dir / VIS_DIR, results, gt_data, Path(img_dir), meta, save_vis, kpt_thr, vis_gt, allow

@@ -33,6 +33,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
@@ -55,6 +56,7 @@ from posecli.engine.distributed import (
 )
 from posecli.engine.schedule import LrScheduler, build_optimizer
 from posecli.errors import PoseCliError
+from posecli.metrics import sigma_warnings
 from posecli.models.topdown import TopDown, build_model, count_parameters
 from posecli.plots import plot_curves
 from posecli.settings import DataSettings, Settings, SyntheticSettings, TrainSettings, settings_to_yaml
@@ -686,9 +688,13 @@ class Trainer:
                 f"{', '.join(metrics)})"
             )
         self.state.metrics = metrics
-        self.log.write({"type": "val", "epoch": epoch, "iter": self.state.global_iter, "metrics": metrics})
+        warnings = sigma_warnings(self.meta)  # defaulted sigmas: said with every evaluation, as `evaluate` does
+        record = {"type": "val", "epoch": epoch, "iter": self.state.global_iter, "metrics": metrics}
+        self.log.write({**record, "warnings": warnings} if warnings else record)
         if self.info.is_main:
             self.console.print(metrics_table(metrics, title))
+            for text in warnings:
+                self.console.print(Text(f"warning: {text}", style="yellow"))
         return metrics
 
     def is_better(self, value: float) -> bool:
@@ -893,6 +899,8 @@ def describe_run(trainer: Trainer, data: RunData, lr: float, lr_note: str) -> No
         f"{f' ({info.backend})' if info.backend else ''}, autocast {amp_text}"
         f"{', channels_last' if memory_format == torch.channels_last else ''}{', torch.compile' if cfg.compile else ''}"
     )
+    for note in data.meta.notes:  # inferred names, defaulted sigmas, dropped skeleton links
+        console.print(Text(f"note: dataset meta: {note}", style="yellow" if "sigma" in note else ""))
     num_val = len(data.val_set) if data.val_set is not None else 0
     console.print(f"data: {data.files.description}; {len(data.train_set)} training people, {num_val} validation people")
     size = trainer.settings.data.image_size
