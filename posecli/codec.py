@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import torch
 
+from posecli.transforms import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+
 PostProcess = Literal["none", "default", "unbiased"]
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -105,24 +107,36 @@ class HeatmapCodec:
     def _encode_msra(self, mu: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Gaussian patch of side 6*sigma+1 pasted at the rounded centre; updates ``weights`` in place."""
         w, h = self.heatmap_wh
-        tmp_size = self.sigma * 3
-        centre = np.trunc(mu + 0.5)  # Python int(x + 0.5): truncation towards zero, also for negative x
-        ul = np.trunc(centre - tmp_size)  # (M, 2) int(mu - tmp_size)
-        br = np.trunc(centre + tmp_size + 1)  # (M, 2)
+        ul, br = self._msra_corners(mu)
         weights[(ul[:, 0] >= w) | (ul[:, 1] >= h) | (br[:, 0] < 0) | (br[:, 1] < 0)] = 0
-        size = 2 * tmp_size + 1
-        patch_len = math.ceil(size)  # len(np.arange(0, size, 1))
-        half = np.float32(size // 2)  # patch centre index x0 = y0
-        # heatmap pixel x holds patch column j = x - ul_x when ul_x <= x < br_x (and j < patch_len)
-        jx = np.arange(w, dtype=np.float64)[None, :] - ul[:, :1]  # (M, W)
-        jy = np.arange(h, dtype=np.float64)[None, :] - ul[:, 1:]  # (M, H)
-        in_x = (jx >= 0) & (jx < patch_len) & (jx < (br[:, :1] - ul[:, :1]))
-        in_y = (jy >= 0) & (jy < patch_len) & (jy < (br[:, 1:] - ul[:, 1:]))
-        dx2 = np.square(jx.astype(np.float32) - half)  # float32 like MMPose's np.arange(..., np.float32) patch
-        dy2 = np.square(jy.astype(np.float32) - half)
-        g = np.exp(-(dy2[:, :, None] + dx2[:, None, :]) / np.float32(2 * self.sigma**2))  # (M, H, W)
-        keep = in_y[:, :, None] & in_x[:, None, :] & (weights > 0.5)[:, None, None]
-        return np.where(keep, g, np.float32(0.0)).astype(np.float32, copy=False)
+        patch = self._msra_patch()  # (P, P): every keypoint's patch is the same
+        out = np.zeros((mu.shape[0], h, w), dtype=np.float32)
+        keep = np.flatnonzero(weights > 0.5)
+        # MMPose's slices: heatmap [max(0, ul), min(br, size)) <- patch [max(0, -ul), min(br, size) - ul)
+        x0, y0 = np.maximum(ul[keep], 0).astype(np.int64).T
+        x1 = np.minimum(br[keep, 0], w).astype(np.int64)
+        y1 = np.minimum(br[keep, 1], h).astype(np.int64)
+        gx0, gy0 = (x0 - ul[keep, 0]).astype(np.int64), (y0 - ul[keep, 1]).astype(np.int64)
+        for m, a, b, c, d, e, f in zip(  # one small copy per drawn keypoint, no full-map temporaries
+            keep.tolist(), y0.tolist(), y1.tolist(), x0.tolist(), x1.tolist(), gy0.tolist(), gx0.tolist(), strict=True
+        ):
+            out[m, a:b, c:d] = patch[e : e + b - a, f : f + d - c]
+        return out
+
+    def _msra_corners(self, mu: ArrayT) -> tuple[ArrayT, ArrayT]:
+        """MSRA patch corners ul, br (M, 2) from float64 centres: int(int(mu + .5) -/+ tmp_size (+ 1)), truncating."""
+        tmp_size = self.sigma * 3
+        trunc = torch.trunc if isinstance(mu, torch.Tensor) else np.trunc
+        centre = trunc(mu + 0.5)  # Python int(x + 0.5): truncation towards zero, also for negative x
+        return trunc(centre - tmp_size), trunc(centre + tmp_size + 1)
+
+    @functools.cache  # noqa: B019 - one small array per codec, which lives as long as the program
+    def _msra_patch(self) -> np.ndarray:
+        """MMPose's (P, P) float32 Gaussian patch, P = len(arange(0, 6 sigma + 1)), peak 1 at (size // 2, size // 2)."""
+        size = 2 * self.sigma * 3 + 1
+        x = np.arange(0, size, 1, np.float32)
+        half = np.float32(size // 2)
+        return np.exp(-(np.square(x[None, :] - half) + np.square(x[:, None] - half)) / np.float32(2 * self.sigma**2))
 
     def _encode_unbiased(self, mu: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Continuous Gaussian at mu over the whole map (DARK); in-bounds test on unrounded corners."""
@@ -134,14 +148,103 @@ class HeatmapCodec:
         mu32 = mu.astype(np.float32)  # MMPose subtracts the float64 mu from a float32 grid -> float32 maths
         dx2 = np.square(np.arange(w, dtype=np.float32)[None, :] - mu32[:, :1])  # (M, W)
         dy2 = np.square(np.arange(h, dtype=np.float32)[None, :] - mu32[:, 1:])  # (M, H)
-        g = np.exp(-(dy2[:, :, None] + dx2[:, None, :]) / np.float32(2 * self.sigma**2))  # (M, H, W)
-        return np.where((weights > 0.5)[:, None, None], g, np.float32(0.0)).astype(np.float32, copy=False)
+        dy2[weights <= 0.5] = np.inf  # exp(-inf) = 0: maps of dropped keypoints come out zero
+        # exp(-(dy2 + dx2) / (2 sigma^2)) in one buffer; s / -c is -s / c exactly (IEEE division is sign-symmetric)
+        out = np.add(dy2[:, :, None], dx2[:, None, :])  # (M, H, W)
+        np.divide(out, np.float32(-2 * self.sigma**2), out=out)
+        return np.exp(out, out=out)
+
+    # ------------------------------------------------------------------------------------ device (torch) targets
+    def encode_torch(self, keypoints_xy: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K, 2) input px and (B, K) visibility -> targets (B, K, h, w) f32 and weights (B, K) f32, same device.
+
+        Equal to :meth:`encode_batch` (MMPose's targets) up to the last bit of ``exp``; runs wherever the tensors are
+        (the training step calls it on the batch after the transfer), vectorised over people and keypoints.
+        """
+        if (
+            keypoints_xy.ndim != 3
+            or keypoints_xy.shape[2] != 2
+            or tuple(visible.shape) != tuple(keypoints_xy.shape[:2])
+        ):
+            raise ValueError(
+                f"expected keypoints_xy (B, K, 2) and visible (B, K), got {tuple(keypoints_xy.shape)}, "
+                f"{tuple(visible.shape)}"
+            )
+        n, k = visible.shape
+        if self.joint_weights is not None and self.joint_weights.shape != (k,):
+            raise ValueError(f"joint_weights has {self.joint_weights.shape[0]} values for {k} keypoints")
+        device = keypoints_xy.device
+        w, h = self.heatmap_wh
+        # Per-keypoint geometry in float64 like MMPose (M = B*K numbers; MPS has no float64: done on the CPU there).
+        geo = device if device.type != "mps" else torch.device("cpu")
+        stride = torch.as_tensor(self.feat_stride, dtype=torch.float64, device=geo)
+        mu = keypoints_xy.reshape(-1, 2).to(geo, torch.float32).double() / stride  # (M, 2)
+        weights = visible.reshape(-1).to(geo, torch.float32).clamp_max(1.0)  # (M,)
+        if self.unbiased_encoding:
+            ul, br = mu - self.sigma * 3, mu + self.sigma * 3 + 1
+        else:
+            ul, br = self._msra_corners(mu)
+        off = (ul[:, 0] >= w) | (ul[:, 1] >= h) | (br[:, 0] < 0) | (br[:, 1] < 0)
+        weights = torch.where(off, torch.zeros((), device=geo), weights)
+        gx = torch.arange(w, dtype=torch.float32, device=geo)
+        gy = torch.arange(h, dtype=torch.float32, device=geo)
+        if self.unbiased_encoding:
+            mu32 = mu.float()  # MMPose: float32 grid minus the float64 mu -> float32 maths
+            dx2, dy2 = (gx[None, :] - mu32[:, :1]).square(), (gy[None, :] - mu32[:, 1:]).square()
+        else:
+            # heatmap pixel x holds patch column j = x - ul_x when ul_x <= x < br_x and j < len(patch)
+            half = float(np.float32((2 * self.sigma * 3 + 1) // 2))
+            patch_len = math.ceil(2 * self.sigma * 3 + 1)
+            jx, jy = gx[None, :] - ul[:, :1].float(), gy[None, :] - ul[:, 1:].float()  # (M, W), (M, H) integers
+            dx2, dy2 = (jx - half).square(), (jy - half).square()
+            inf = torch.full((), math.inf, device=geo)
+            dx2 = torch.where((jx >= 0) & (jx < patch_len) & (gx[None, :] < br[:, :1]), dx2, inf)
+            dy2 = torch.where((jy >= 0) & (jy < patch_len) & (gy[None, :] < br[:, 1:]), dy2, inf)
+        dy2 = torch.where((weights > 0.5)[:, None], dy2, torch.full((), math.inf, device=geo))  # exp(-inf) = 0
+        dx2, dy2 = dx2.to(device), dy2.to(device)
+        targets = dy2[:, :, None] + dx2[:, None, :]  # (M, H, W): the only full-size tensor, updated in place
+        # a device tensor, not a Python number: CUDA turns division by a host scalar into a multiplication
+        targets.div_(torch.tensor(-2.0 * self.sigma**2, dtype=torch.float32, device=device)).exp_()
+        weights = weights.to(device).reshape(n, k)
+        if self.joint_weights is not None:
+            weights = weights * self._joint_weights_on(device)
+        return targets.reshape(n, k, h, w), weights
+
+    def _joint_weights_on(self, device: torch.device) -> torch.Tensor:
+        """The (K,) joint weights as a float32 tensor on ``device`` (cached per device)."""
+        cache = self.__dict__.setdefault("_joint_weight_tensors", {})
+        if device not in cache:
+            cache[device] = torch.from_numpy(self.joint_weights).to(device)
+        return cache[device]
 
     def decode(
         self, heatmaps: torch.Tensor, post_process: PostProcess | None = "default", modulate_kernel: int = 11
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Same as :func:`decode_heatmaps`: (B, K, H, W) -> coords (B, K, 2) heatmap px, maxvals (B, K)."""
         return decode_heatmaps(heatmaps, post_process, modulate_kernel)
+
+
+def normalize_images(images: torch.Tensor, channels_first: bool = False, channels_last: bool = False) -> torch.Tensor:
+    """uint8 RGB crops (B, H, W, 3), or (B, 3, H, W) if ``channels_first`` -> float32 (B, 3, H, W) ImageNet-normalised.
+
+    Runs on the images' device; the values equal :func:`posecli.transforms.normalize_image` bit for bit
+    ((v / 255 - mean) / std in float32; divisions by device tensors, as CUDA divides by a host scalar through its
+    reciprocal). ``channels_last`` returns the torch.channels_last memory format (free from (B, H, W, 3) input).
+    """
+    if images.ndim != 4 or images.shape[1 if channels_first else 3] != 3:
+        want = "(B, 3, H, W)" if channels_first else "(B, H, W, 3)"
+        raise ValueError(f"expected uint8 images {want}, got shape {tuple(images.shape)}")
+    if images.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 images, got {images.dtype}")
+    device = images.device
+    shape = (3, 1, 1) if channels_first else (3,)
+    mean = torch.from_numpy(IMAGENET_MEAN_RGB).to(device).view(shape)
+    std = torch.from_numpy(IMAGENET_STD_RGB).to(device).view(shape)
+    out = images.float().div_(torch.tensor(255.0, device=device)).sub_(mean).div_(std)
+    if not channels_first:
+        out = out.permute(0, 3, 1, 2)  # (B, 3, H, W) view with channels_last strides
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return out.contiguous(memory_format=fmt)
 
 
 def gaussian_kernel_1d(kernel: int) -> np.ndarray:

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference"
+REFERENCE = Path(__file__).parent / "reference"
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """The folder of numbers produced by MMPose itself (../shared/reference)."""
+    """The folder of numbers produced by MMPose itself (tests/reference, copied from shared/reference)."""
     if not REFERENCE.is_dir():
         pytest.fail(f"reference data not found at {REFERENCE}")
     return REFERENCE
