@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from posecli.transforms import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+from posecli.transforms import _NORMALIZE_LUT, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 
 PostProcess = Literal["none", "default", "unbiased"]
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
@@ -174,6 +174,9 @@ class HeatmapCodec:
         if self.joint_weights is not None and self.joint_weights.shape != (k,):
             raise ValueError(f"joint_weights has {self.joint_weights.shape[0]} values for {k} keypoints")
         device = keypoints_xy.device
+        if _on_numpy(keypoints_xy):  # CPU: the NumPy encoder (MMPose's bits, ~8x faster than torch's full-map maths)
+            targets, weights = self.encode_batch(keypoints_xy.detach().numpy(), visible.detach().numpy())
+            return torch.from_numpy(targets), torch.from_numpy(weights)
         w, h = self.heatmap_wh
         # Per-keypoint geometry in float64 like MMPose (M = B*K numbers; MPS has no float64: done on the CPU there).
         geo = device if device.type != "mps" else torch.device("cpu")
@@ -237,6 +240,11 @@ def normalize_images(images: torch.Tensor, channels_first: bool = False, channel
     if images.dtype != torch.uint8:
         raise ValueError(f"expected uint8 images, got {images.dtype}")
     device = images.device
+    if _on_numpy(images) and not channels_first:  # CPU: OpenCV's table lookup, several times faster
+        b, h, w, _ = images.shape
+        table = cv2.LUT(images.reshape(b * h, w, 3).contiguous().numpy(), _NORMALIZE_LUT)  # (B*H, W, 3) f32
+        out = torch.from_numpy(table).view(b, h, w, 3).permute(0, 3, 1, 2)
+        return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     shape = (3, 1, 1) if channels_first else (3,)
     mean = torch.from_numpy(IMAGENET_MEAN_RGB).to(device).view(shape)
     std = torch.from_numpy(IMAGENET_STD_RGB).to(device).view(shape)

@@ -10,12 +10,21 @@ import pytest
 import torch
 from test_codec import mmpose_msra_loop
 
+from posecli import codec as codec_module
 from posecli.codec import HeatmapCodec, normalize_images
 from posecli.transforms import normalize_image
 
 torch.set_num_threads(1)
 
 SETTINGS = ["sigma2_msra", "sigma2_unbiased", "sigma3_unbiased_288x384"]
+
+
+@pytest.fixture(params=["numpy", "torch"], autouse=True)
+def route(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs twice on the CPU: the NumPy route CPU tensors take, and the torch maths CUDA tensors take."""
+    if request.param == "torch":
+        monkeypatch.setattr(codec_module, "_on_numpy", lambda t: False)
+    return request.param
 
 
 @pytest.fixture(scope="module")
