@@ -285,7 +285,15 @@ def decode_heatmaps(
         raise ValueError(f"modulate_kernel must be a positive odd number, got {modulate_kernel}")
     b, k, h, w = heatmaps.shape
     flat = heatmaps.detach().float().reshape(b * k, h * w).contiguous()  # (M, H*W)
-    maxvals, idx = _max_and_argmax(flat)
+    windows = None
+    if _on_numpy(flat) and post_process == "unbiased":  # the maps are read once: argmax and windows per chunk
+        maxvals_np, idx_np, windows = _argmax_and_windows_numpy(flat.numpy(), h, w, modulate_kernel)
+        maxvals, idx = torch.from_numpy(maxvals_np), torch.from_numpy(idx_np)
+    elif _on_numpy(flat) and post_process == "default":
+        coords_np, maxvals_np = _decode_default_numpy(flat.numpy(), h, w)
+        return torch.from_numpy(coords_np).reshape(b, k, 2), torch.from_numpy(maxvals_np).reshape(b, k)
+    else:
+        maxvals, idx = _max_and_argmax(flat)
     px, py = idx % w, idx // w
     positive = maxvals > 0
     coords = torch.stack((px, py), dim=1).float()  # (M, 2)
@@ -293,13 +301,98 @@ def decode_heatmaps(
     if post_process == "default":
         coords = _quarter_offset(flat, coords, px, py, positive, h, w)
     elif post_process == "unbiased":
-        coords = _dark_refine(flat, coords, maxvals, px, py, positive, h, w, modulate_kernel)
+        coords = _dark_refine(flat, coords, maxvals, px, py, positive, h, w, modulate_kernel, windows)
     return coords.reshape(b, k, 2), maxvals.reshape(b, k)
 
 
 def _on_numpy(t: torch.Tensor) -> bool:
     """Whether to take the NumPy route for a tensor (CPU tensors: NumPy's indexing and argmax are faster)."""
     return t.device.type == "cpu"
+
+
+def _decode_default_numpy(values: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """CPU 'default' decode of (M, H*W) maps -> coords (M, 2) f32 heatmap px, maxvals (M,) f32 (as _quarter_offset)."""
+    m = values.shape[0]
+    idx = values.argmax(axis=1)
+    rows = np.arange(m)
+    maxvals = values[rows, idx]
+    py, px = np.divmod(idx, w)
+    coords = np.stack((px, py), axis=1).astype(np.float32)
+    coords[maxvals <= 0] = -1.0
+    ok = (maxvals > 0) & (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
+    at = np.clip(py, 1, h - 2) * w + np.clip(px, 1, w - 2)  # clamped so the reads stay inside the map
+    diff = np.stack((values[rows, at + 1] - values[rows, at - 1], values[rows, at + w] - values[rows, at - w]), axis=1)
+    coords[ok] += np.sign(diff[ok]) * np.float32(0.25)
+    return coords, maxvals
+
+
+# Maps per chunk of the CPU DARK pass: the chunk's argmax reads it from memory, the window gather finds it in cache.
+_CHUNK_MAPS = 256
+
+
+def _argmax_and_windows_numpy(
+    values: np.ndarray, h: int, w: int, kernel: int
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """CPU DARK pass over (M, H*W) maps: maxvals (M,), argmax (M,) and _blurred_windows' (blurred, negative).
+
+    One read of the maps: per chunk of maps, the argmax, then the (k+4)^2 neighbourhood of each (clamped) max is
+    copied row by row while the chunk is in cache, each row one k+4-float item of a strided view, and blurred
+    horizontally at once (one GEMM), so the neighbourhoods never exist for all maps together.
+    """
+    m = values.shape[0]
+    half = kernel // 2 + 2  # window (2) + blur radius
+    size = 2 * half + 1
+    lin = values.reshape(-1)
+    if lin.size < size or h < 5 or w < 5:  # tiny inputs: the general route
+        maxvals_t, idx_t = _max_and_argmax(torch.from_numpy(values))
+        maxvals, idx = maxvals_t.numpy(), idx_t.numpy()
+        pxc, pyc = np.clip(idx % w, 2, w - 3), np.clip(idx // w, 2, h - 3)
+        flat = torch.from_numpy(values)
+        return maxvals, idx, _blurred_windows(flat, torch.from_numpy(pxc), torch.from_numpy(pyc), h, w, kernel)
+    # item i of `segments` is the `size` floats lin[i : i + size] (a strided view, nothing copied)
+    segments = np.ndarray((lin.size - size + 1,), np.dtype((np.void, 4 * size)), buffer=lin, strides=(4,))
+    band = _band_matrix(kernel, torch.device("cpu"))  # (P, 5)
+    row_offsets = np.arange(-half, half + 1) * w  # (P,)
+    col_offsets = np.arange(size)  # (P,)
+    maxvals = np.empty(m, np.float32)
+    idx = np.empty(m, np.int64)
+    negative = np.empty(m, np.float32)
+    horizontal = []  # per chunk (5(x), c*P(y)): the horizontal blur at the window's 5 columns, P rows each
+    for a in range(0, m, _CHUNK_MAPS):
+        e = min(a + _CHUNK_MAPS, m)
+        chunk = values[a:e]
+        i = chunk.argmax(axis=1)
+        idx[a:e] = i
+        maxvals[a:e] = chunk[np.arange(e - a), i]
+        y, x = np.divmod(i, w)
+        y, x0 = np.minimum(np.maximum(y, 2), h - 3), np.minimum(np.maximum(x, 2), w - 3) - half  # clamped centre
+        starts = ((np.arange(a, e) * h + y) * w + x0)[:, None] + row_offsets  # (c, P) flat start of each row
+        clamped = starts.clip(0, lin.size - size) if a == 0 or e == m else starts  # only the buffer's ends
+        items = segments[clamped]  # (c, P) rows of P floats, copied from cache
+        patch = items.view(np.float32).reshape(e - a, size, size)  # (c, P, P)
+        # zero what lies outside the map, as MMPose's padding (copyto, not a product: no NaN from other maps leaks in)
+        cols_out = np.flatnonzero((x0 < 0) | (x0 > w - size))
+        if cols_out.size:
+            outside = np.zeros((e - a, 1, size), bool)
+            xs = x0[cols_out, None] + col_offsets  # (n, P)
+            outside[cols_out, 0] = (xs < 0) | (xs >= w)
+            np.copyto(patch, np.float32(0.0), where=outside)
+        rows_out = np.flatnonzero((y < half) | (y > h - 1 - half))
+        if rows_out.size:
+            outside = np.zeros((e - a, size, 1), bool)
+            ys = y[rows_out, None] + row_offsets // w  # (n, P)
+            outside[rows_out, :, 0] = (ys < 0) | (ys >= h)
+            np.copyto(patch, np.float32(0.0), where=outside)
+            moved = np.flatnonzero(((clamped[rows_out] != starts[rows_out]) & (ys >= 0) & (ys < h)).any(axis=1))
+            if moved.size:  # a row inside the map whose start was clamped: copy that square the general way
+                sel = rows_out[moved]
+                patch[sel] = _neighbourhoods_numpy(chunk[sel].reshape(-1, h, w), x0[sel] + half, y[sel], half)
+        negative[a:e] = patch.reshape(e - a, -1).min(axis=1)
+        horizontal.append(band.t() @ torch.from_numpy(patch.reshape(-1, size)).t())  # (5, c*P)
+    np.maximum(-negative, 0.0, out=negative)
+    # vertical blur of the 5 columns at once: (5(x) * M, P(y)) @ (P, 5) -> (5(x), M, 5(y))
+    vertical = (torch.cat(horizontal, dim=1).view(5 * m, size) @ band).view(5, m, 5)
+    return maxvals, idx, (vertical.permute(1, 2, 0).contiguous().numpy(), negative)
 
 
 def _max_and_argmax(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -335,6 +428,7 @@ def _dark_refine(
     h: int,
     w: int,
     kernel: int,
+    windows: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> torch.Tensor:
     """MMPose 'unbiased': Taylor step on log(modulated heatmap) at the integer max, when 1 < px < W-2, 1 < py < H-2.
 
@@ -349,7 +443,9 @@ def _dark_refine(
     """
     ok = ok & (px > 1) & (px < w - 2) & (py > 1) & (py < h - 2)
     pxc, pyc = px.clamp(2, w - 3), py.clamp(2, h - 3)
-    blurred, negative = _blurred_windows(flat, pxc, pyc, h, w, kernel)  # (M, 5, 5), (M,) host arrays
+    if windows is None:
+        windows = _blurred_windows(flat, pxc, pyc, h, w, kernel)
+    blurred, negative = windows  # (M, 5, 5), (M,) host arrays
     ok_np = ok.cpu().numpy()
     log_win, log_err, safe = _fast_log_windows(blurred, negative, maxvals.cpu().numpy(), kernel)
     offset, apply, inv_norm = _taylor_offset(log_win)
