@@ -310,24 +310,27 @@ def _on_numpy(t: torch.Tensor) -> bool:
     return t.device.type == "cpu"
 
 
+# Maps per chunk of the CPU decode passes: the chunk's argmax reads it from memory, the reads around the maxima
+# (DARK's neighbourhoods, 'default''s neighbours) find it in cache.
+_CHUNK_MAPS = 256
+
+
 def _decode_default_numpy(values: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """CPU 'default' decode of (M, H*W) maps -> coords (M, 2) f32 heatmap px, maxvals (M,) f32 (as _quarter_offset)."""
     m = values.shape[0]
     idx = values.argmax(axis=1)
-    rows = np.arange(m)
-    maxvals = values[rows, idx]
+    flat = values.reshape(-1)
+    base = np.arange(m) * (h * w)
+    maxvals = flat[base + idx]
     py, px = np.divmod(idx, w)
-    coords = np.stack((px, py), axis=1).astype(np.float32)
-    coords[maxvals <= 0] = -1.0
+    at = base + np.minimum(np.maximum(py, 1), h - 2) * w + np.minimum(np.maximum(px, 1), w - 2)  # inside the map
+    near = flat[at[:, None] + np.array([1, -1, w, -w])]  # (M, 4): right, left, below, above
+    step = np.sign(near[:, 0::2] - near[:, 1::2]) * np.float32(0.25)  # (M, 2) float32
     ok = (maxvals > 0) & (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
-    at = np.clip(py, 1, h - 2) * w + np.clip(px, 1, w - 2)  # clamped so the reads stay inside the map
-    diff = np.stack((values[rows, at + 1] - values[rows, at - 1], values[rows, at + w] - values[rows, at - w]), axis=1)
-    coords[ok] += np.sign(diff[ok]) * np.float32(0.25)
+    coords = np.stack((px, py), axis=1).astype(np.float32)
+    coords = np.where(ok[:, None], coords + step, coords)
+    coords[maxvals <= 0] = -1.0
     return coords, maxvals
-
-
-# Maps per chunk of the CPU DARK pass: the chunk's argmax reads it from memory, the window gather finds it in cache.
-_CHUNK_MAPS = 256
 
 
 def _argmax_and_windows_numpy(
