@@ -180,7 +180,7 @@ class HeatmapCodec:
         w, h = self.heatmap_wh
         # Per-keypoint geometry in float64 like MMPose (M = B*K numbers; MPS has no float64: done on the CPU there).
         geo = device if device.type != "mps" else torch.device("cpu")
-        stride = torch.as_tensor(self.feat_stride, dtype=torch.float64, device=geo)
+        stride = _device_constant(tuple(self.feat_stride.tolist()), torch.float64, geo)
         mu = keypoints_xy.reshape(-1, 2).to(geo, torch.float32).double() / stride  # (M, 2)
         weights = visible.reshape(-1).to(geo, torch.float32).clamp_max(1.0)  # (M,)
         if self.unbiased_encoding:
@@ -207,7 +207,7 @@ class HeatmapCodec:
         dx2, dy2 = dx2.to(device), dy2.to(device)
         targets = dy2[:, :, None] + dx2[:, None, :]  # (M, H, W): the only full-size tensor, updated in place
         # a device tensor, not a Python number: CUDA turns division by a host scalar into a multiplication
-        targets.div_(torch.tensor(-2.0 * self.sigma**2, dtype=torch.float32, device=device)).exp_()
+        targets.div_(_device_constant((-2.0 * self.sigma**2,), torch.float32, device)).exp_()
         weights = weights.to(device).reshape(n, k)
         if self.joint_weights is not None:
             weights = weights * self._joint_weights_on(device)
@@ -225,6 +225,12 @@ class HeatmapCodec:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Same as :func:`decode_heatmaps`: (B, K, H, W) -> coords (B, K, 2) heatmap px, maxvals (B, K)."""
         return decode_heatmaps(heatmaps, post_process, modulate_kernel)
+
+
+@functools.lru_cache(maxsize=64)
+def _device_constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small constant tensor on ``device``, made once: no host-to-device copy (and CUDA sync) per training step."""
+    return torch.tensor(values, dtype=dtype, device=device).reshape(-1 if len(values) > 1 else ())
 
 
 def normalize_images(images: torch.Tensor, channels_first: bool = False, channels_last: bool = False) -> torch.Tensor:
@@ -246,9 +252,9 @@ def normalize_images(images: torch.Tensor, channels_first: bool = False, channel
         out = torch.from_numpy(table).view(b, h, w, 3).permute(0, 3, 1, 2)
         return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     shape = (3, 1, 1) if channels_first else (3,)
-    mean = torch.from_numpy(IMAGENET_MEAN_RGB).to(device).view(shape)
-    std = torch.from_numpy(IMAGENET_STD_RGB).to(device).view(shape)
-    out = images.float().div_(torch.tensor(255.0, device=device)).sub_(mean).div_(std)
+    mean = _device_constant(tuple(IMAGENET_MEAN_RGB.tolist()), torch.float32, device).view(shape)
+    std = _device_constant(tuple(IMAGENET_STD_RGB.tolist()), torch.float32, device).view(shape)
+    out = images.float().div_(_device_constant((255.0,), torch.float32, device)).sub_(mean).div_(std)
     if not channels_first:
         out = out.permute(0, 3, 1, 2)  # (B, 3, H, W) view with channels_last strides
     fmt = torch.channels_last if channels_last else torch.contiguous_format
