@@ -1,23 +1,40 @@
-"""Training data pipeline speed: samples/s of TopDownCocoDataset (read, augment, warp, normalise, encode)
-and of the target encoder alone, through a DataLoader with N worker processes.
+"""Training data pipeline cost: CPU work per sample with targets and normalisation on the device vs all on the CPU.
 
-    python benchmarks/data_pipeline.py [--workers 0 2] [--samples 96] [--batch-size 16] \
-        [--preset hrnet_w48_coco_wholebody_384x288_dark_plus] [--images 24] [--threads 1]
+    python benchmarks/data_pipeline.py [--json] [--samples 96] [--warmup 8] [--batch-size 32] [--device cpu|cuda] \
+        [--preset hrnet_w48_coco_wholebody_384x288_dark_plus] [--images 24] [--workers 0 2]
 
 The data is a COCO-WholeBody-style file (133 keypoints in split fields) written to a temporary folder:
 ``--images`` random JPEGs of 640 x 480 (COCO's usual size) with 2 people each, 80% of keypoints labelled.
 Settings (384 x 288 input, 96 x 72 heatmaps, sigma 3, unbiased encoding, MMPose's augmentations) come
-from the preset. Also prints a one-process breakdown (ms per sample) of the pipeline's stages.
-The figures depend on the CPU: say how many cores were free when quoting them.
+from the preset.
+
+Modes, measured on the same samples in this one (fresh) process, each after ``--warmup`` untimed samples:
+
+- device targets (the default mode of issue 14): the CPU reads and decodes the JPEG, draws MMPose's
+  augmentations, warps the uint8 crop and collates uint8 crops + keypoints (into shared memory, as a DataLoader
+  worker does); heatmap targets and normalisation run per batch on ``--device``
+  (:meth:`HeatmapCodec.encode_torch`, :func:`normalize_images`), timed as ``device_ms_per_batch``;
+- all on the CPU: the same plus normalisation and target encoding per sample, collating float32 images and
+  targets; and, for reference, the Dataset's own ``__getitem__`` (which is that path).
+
+CPU times are process CPU time (``time.process_time``, one torch/OpenCV thread), so other processes on a busy
+machine inflate them less than wall time; minor page faults per sample come from ``resource.getrusage``.
+``--json``: the last line printed is one JSON object with every figure. ``--workers``: also DataLoader
+samples/s of the Dataset (all on the CPU) with that many worker processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -25,15 +42,21 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from posecli.atomic import atomic_write_json
-from posecli.codec import HeatmapCodec
-from posecli.datasets.coco import TopDownCocoDataset, read_image_rgb
+from posecli.codec import HeatmapCodec, normalize_images
+from posecli.datasets.coco import BBOX_PADDING, TopDownCocoDataset, read_image_rgb
 from posecli.datasets.meta import load_builtin
-from posecli.settings import DataSettings, load_settings
+from posecli.settings import load_settings
 from posecli.transforms import (
     affine_keypoints,
     bbox_xywh_to_center_scale,
+    flip_center,
+    flip_image,
+    flip_keypoints,
     get_affine_transform,
     normalize_image,
+    random_half_body,
+    random_scale_rotation,
+    random_shift_center,
     warp_image,
 )
 
@@ -73,22 +96,146 @@ def write_wholebody_data(root: Path, num_images: int, seed: int = 0) -> tuple[Pa
     return ann_file, img_dir
 
 
-class EncoderOnly(Dataset):
-    """The target encoder alone: item i encodes a fixed random set of 133 keypoints in input pixels."""
+class StageClock:
+    """Accumulates process CPU time per named stage: call ``lap(name)`` after each stage."""
 
-    def __init__(self, data: DataSettings, n: int, k: int, seed: int = 0) -> None:
-        rng = np.random.default_rng(seed)
-        w, h = data.image_size
-        self.keypoints = rng.uniform([-10, -10], [w + 10, h + 10], (n, k, 2)).astype(np.float32)  # (N, K, 2)
-        self.visible = (rng.random((n, k)) < 0.8).astype(np.float32)  # (N, K)
-        self.codec = HeatmapCodec(data.image_size, data.heatmap_size, data.sigma, data.unbiased_encoding)
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.last = time.process_time()
 
-    def __len__(self) -> int:
-        return len(self.keypoints)
+    def start(self) -> None:
+        """Start timing the next stage from now."""
+        self.last = time.process_time()
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        heatmaps, weights = self.codec.encode(self.keypoints[i], self.visible[i])
-        return {"target": torch.from_numpy(heatmaps), "target_weight": torch.from_numpy(weights)}
+    def lap(self, name: str) -> None:
+        """Charge the time since the last lap (or start) to ``name``."""
+        now = time.process_time()
+        self.totals[name] = self.totals.get(name, 0.0) + now - self.last
+        self.last = now
+
+
+def train_item_uint8(ds: TopDownCocoDataset, index: int, clock: StageClock) -> dict[str, np.ndarray]:
+    """A training item without per-pixel work beyond the warp: uint8 crop (H, W, 3), keypoints (K, 2), visible (K,).
+
+    The Dataset's training path (MMPose's augmentations in MMPose's order, the same random draws) stopped before
+    normalisation and target encoding. Wave 2 of issue 14 gives the Dataset this mode; this function then becomes
+    ``ds[index]``.
+    """
+    s = ds.samples[index]
+    clock.start()
+    image = read_image_rgb(s.image_file)  # (H, W, 3) uint8 RGB
+    clock.lap("read+decode")
+    center, scale = bbox_xywh_to_center_scale(s.bbox, ds.aspect_ratio, BBOX_PADDING)
+    keypoints, visible = s.keypoints, s.visible
+    d, rng = ds.data, ds._rng_for(index)
+    center = random_shift_center(center, scale, d.shift_factor, d.shift_prob, rng)
+    if rng.random() <= d.flip_prob and d.flip_prob > 0:
+        width = image.shape[1]
+        image = flip_image(image)
+        keypoints, visible = flip_keypoints(keypoints, visible, width, ds.meta.flip_pairs)
+        center = flip_center(center, width)
+    half = random_half_body(
+        keypoints, visible, ds.meta.upper_body_ids, ds.aspect_ratio, d.num_joints_half_body, d.prob_half_body, rng
+    )
+    if half is not None:
+        center, scale = half
+    scale, rot = random_scale_rotation(scale, d.scale_factor, d.rot_factor, d.rot_prob, rng)
+    matrix = get_affine_transform(center, scale, rot, ds.image_wh)
+    clock.lap("augment")
+    crop = warp_image(image, matrix, ds.image_wh)  # (H, W, 3) uint8 RGB
+    keypoints = affine_keypoints(keypoints, visible, matrix)  # (K, 2) input pixels
+    clock.lap("warp")
+    return {"image": crop, "keypoints": keypoints, "visible": np.asarray(visible, dtype=np.float32)}
+
+
+def collate(items: list[dict[str, np.ndarray]], shared: bool) -> dict[str, torch.Tensor]:
+    """Stack each key like default_collate; ``shared``: into new shared memory, as in a DataLoader worker."""
+    out = {}
+    for key in items[0]:
+        tensors = [torch.from_numpy(np.asarray(item[key])) for item in items]
+        first = tensors[0]
+        if shared:  # default_collate in a worker: storage._new_shared, then torch.stack(out=...)
+            storage = first._typed_storage()._new_shared(len(tensors) * first.numel(), device=first.device)
+            buffer = first.new(storage).resize_(len(tensors), *first.shape)
+            out[key] = torch.stack(tensors, out=buffer)
+        else:
+            out[key] = torch.stack(tensors)
+    return out
+
+
+def run_mode(
+    ds: TopDownCocoDataset, indices: list[int], warmup: int, batch_size: int, make_item: Callable, shared: bool
+) -> tuple[dict[str, float], float, list[dict[str, torch.Tensor]]]:
+    """Per-stage ms per sample, minor page faults per sample and the collated batches of one mode."""
+    for i in indices[:warmup]:  # untimed warm-up: imports, first allocations, page cache
+        collate([make_item(ds, i, StageClock())], shared)
+    clock = StageClock()
+    batches = []
+    timed = indices[warmup:]
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for start in range(0, len(timed), batch_size):
+        items = [make_item(ds, i, clock) for i in timed[start : start + batch_size]]
+        clock.start()
+        batches.append(collate(items, shared))
+        clock.lap("collate")
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    stages = {k: 1000.0 * v / len(timed) for k, v in clock.totals.items()}
+    return stages, faults / len(timed), batches
+
+
+def item_all_on_cpu(ds: TopDownCocoDataset, index: int, clock: StageClock) -> dict[str, np.ndarray]:
+    """The same item with normalisation and target encoding on the CPU (float32 image and targets)."""
+    item = train_item_uint8(ds, index, clock)
+    image = normalize_image(item["image"])  # (3, H, W) f32
+    clock.lap("normalise")
+    targets, weights = ds.codec.encode(item["keypoints"], item["visible"])  # (K, h, w), (K,)
+    clock.lap("encode targets")
+    return {"image": image, "target": targets, "target_weight": weights, "keypoints": item["keypoints"]}
+
+
+def dataset_item(ds: TopDownCocoDataset, index: int, clock: StageClock) -> dict[str, Any]:
+    """The Dataset's own training item (today: all on the CPU), without its non-array fields."""
+    clock.start()
+    item = ds[index]
+    clock.lap("__getitem__")
+    return {k: v for k, v in item.items() if isinstance(v, torch.Tensor)}
+
+
+def device_ms_per_batch(codec: HeatmapCodec, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, Any]:
+    """Median ms of targets + normalisation of one collated uint8 batch on ``device`` (after 3 warm-up runs)."""
+    images = batch["image"].to(device)
+    keypoints, visible = batch["keypoints"].to(device), batch["visible"].to(device)
+    cuda = device.type == "cuda"
+
+    def step() -> None:
+        codec.encode_torch(keypoints, visible)
+        normalize_images(images, channels_last=True)
+
+    times = []
+    for run in range(13):
+        if cuda:
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter() if cuda else time.process_time()
+        step()
+        if cuda:
+            torch.cuda.synchronize(device)
+        if run >= 3:
+            times.append(1000.0 * ((time.perf_counter() if cuda else time.process_time()) - t0))
+    out: dict[str, Any] = {"device_ms_per_batch": statistics.median(times), "device_batch": len(images)}
+    out["device_clock"] = "wall time, synchronised" if cuda else "process CPU time"
+    if cuda:  # the host->device copy of the uint8 batch from pinned memory, for scale
+        pinned = {k: v.pin_memory() for k, v in batch.items()}
+        copies = []
+        for run in range(8):
+            torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            for v in pinned.values():
+                v.to(device, non_blocking=True)
+            torch.cuda.synchronize(device)
+            if run >= 3:
+                copies.append(1000.0 * (time.perf_counter() - t0))
+        out["h2d_ms_per_batch"] = statistics.median(copies)
+    return out
 
 
 def samples_per_second(dataset: Dataset, workers: int, batch_size: int, samples: int) -> float:
@@ -104,42 +251,23 @@ def samples_per_second(dataset: Dataset, workers: int, batch_size: int, samples:
     return count / (time.perf_counter() - start)
 
 
-def stage_breakdown(ds: TopDownCocoDataset, n: int) -> dict[str, float]:
-    """ms per sample of each stage (validation geometry) and of a whole training item, one process."""
-    totals = dict.fromkeys(("read+decode", "affine warp", "normalise", "encode targets", "train __getitem__"), 0.0)
-    for i in range(n):
-        s = ds.samples[i % len(ds)]
-        t0 = time.perf_counter()
-        image = read_image_rgb(s.image_file)
-        t1 = time.perf_counter()
-        center, scale = bbox_xywh_to_center_scale(s.bbox, ds.aspect_ratio)
-        m = get_affine_transform(center, scale, 0.0, ds.image_wh)
-        crop = warp_image(image, m, ds.image_wh)
-        kp = affine_keypoints(s.keypoints, s.visible, m)
-        t2 = time.perf_counter()
-        normalize_image(crop)
-        t3 = time.perf_counter()
-        ds.codec.encode(kp, s.visible)
-        t4 = time.perf_counter()
-        ds[i % len(ds)]
-        t5 = time.perf_counter()
-        for key, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
-            totals[key] += dt
-    return {k: 1000 * v / n for k, v in totals.items()}
-
-
 def main() -> None:
-    """Parse flags, build the data, print the figures."""
+    """Parse flags, build the data, print the figures (and the JSON line)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="hrnet_w48_coco_wholebody_384x288_dark_plus")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    parser.add_argument("--samples", type=int, default=96, help="samples timed per measurement")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--samples", type=int, default=96, help="samples timed per mode")
+    parser.add_argument("--warmup", type=int, default=8, help="untimed samples before each mode")
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--images", type=int, default=24)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in the main process")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--workers", type=int, nargs="*", default=None, help="DataLoader workers to time (none)")
+    parser.add_argument("--plain-collate", action="store_true", help="collate into ordinary, not shared, memory")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--data-dir", type=Path, default=None, help="reuse/keep the generated data here")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    device = torch.device(args.device)
 
     data = load_settings(args.preset).data
     meta = load_builtin("coco_wholebody")
@@ -147,21 +275,67 @@ def main() -> None:
         root = args.data_dir or Path(tmp)
         ann_file, img_dir = write_wholebody_data(root, args.images)
         ds = TopDownCocoDataset(ann_file, img_dir, meta, data, train=True, rng_seed=0)
+        indices = [i % len(ds) for i in range(args.warmup + args.samples)]
+        shared = not args.plain_collate
         print(
             f"data: {len(ds)} people in {args.images} JPEGs 640x480, {meta.num_keypoints} keypoints; input "
             f"{data.image_size[0]}x{data.image_size[1]}, heatmaps {data.heatmap_size[0]}x{data.heatmap_size[1]}, "
-            f"sigma {data.sigma:g}, unbiased={data.unbiased_encoding}; batch {args.batch_size}, "
-            f"{args.samples} samples timed; {os.cpu_count()} CPUs visible (cv2 threads {cv2.getNumThreads()})"
+            f"sigma {data.sigma:g}, unbiased={data.unbiased_encoding}; {args.samples} samples per mode after "
+            f"{args.warmup} warm-up; batch {args.batch_size}; collate into {'shared' if shared else 'plain'} "
+            f"memory; {os.cpu_count()} CPUs visible, 1 torch/OpenCV thread; device {device}"
         )
-        print("\none process, ms per sample (stages without augmentation; then a whole training item):")
-        for stage, ms in stage_breakdown(ds, 16).items():
-            print(f"  {stage:<18} {ms:7.2f}")
-        print(f"\n{'workers':>8} {'pipeline samples/s':>20} {'encoder-only samples/s':>24}")
-        encoder = EncoderOnly(data, n=args.samples + 2 * args.batch_size, k=meta.num_keypoints)
-        for workers in args.workers:
-            full = samples_per_second(ds, workers, args.batch_size, args.samples)
-            enc = samples_per_second(encoder, workers, args.batch_size, args.samples)
-            print(f"{workers:>8} {full:>20.1f} {enc:>24.1f}")
+        bs = args.batch_size
+        dev_stages, dev_faults, batches = run_mode(ds, indices, args.warmup, bs, train_item_uint8, shared)
+        cpu_stages, cpu_faults, _ = run_mode(ds, indices, args.warmup, bs, item_all_on_cpu, shared)
+        ds_stages, ds_faults, _ = run_mode(ds, indices, args.warmup, bs, dataset_item, shared)
+        dev = device_ms_per_batch(ds.codec, batches[0], device)
+
+        result: dict[str, Any] = {
+            "cpu_ms_per_sample": sum(dev_stages.values()),
+            "cpu_ms_per_sample_all_on_cpu": sum(cpu_stages.values()),
+            "cpu_ms_per_sample_dataset_getitem": sum(ds_stages.values()),
+            "stages_ms_per_sample": dev_stages,
+            "stages_ms_per_sample_all_on_cpu": cpu_stages,
+            "minor_faults_per_sample": dev_faults,
+            "minor_faults_per_sample_all_on_cpu": cpu_faults,
+            "minor_faults_per_sample_dataset_getitem": ds_faults,
+            **dev,
+            "device": str(device),
+            "samples": args.samples,
+            "warmup_samples": args.warmup,
+            "fresh_process": True,
+            "clock": "process CPU time",
+            "collate": "shared memory" if shared else "plain memory",
+            "keypoints": meta.num_keypoints,
+            "input_wh": list(data.image_size),
+            "heatmap_wh": list(data.heatmap_size),
+            "sigma": data.sigma,
+            "unbiased_encoding": data.unbiased_encoding,
+            "cpus_visible": os.cpu_count(),
+        }
+        result["all_on_cpu_over_device_mode"] = result["cpu_ms_per_sample_all_on_cpu"] / result["cpu_ms_per_sample"]
+        print("\nCPU ms per sample (process CPU time), by stage:")
+        for name, stages, faults in (
+            ("device targets", dev_stages, dev_faults),
+            ("all on the CPU", cpu_stages, cpu_faults),
+            ("Dataset __getitem__", ds_stages, ds_faults),
+        ):
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
+            print(f"  {name:<20} {sum(stages.values()):6.2f} ms  ({parts}); {faults:.0f} minor faults/sample")
+        print(f"  all on the CPU / device targets: {result['all_on_cpu_over_device_mode']:.2f}x")
+        extra = f", host->device copy {dev['h2d_ms_per_batch']:.2f} ms" if "h2d_ms_per_batch" in dev else ""
+        print(
+            f"device ({device}): targets + normalisation of a batch of {dev['device_batch']}: "
+            f"{dev['device_ms_per_batch']:.2f} ms ({dev['device_clock']}){extra}"
+        )
+        if args.workers:
+            print(f"\n{'workers':>8} {'Dataset samples/s (all on the CPU)':>36}")
+            for workers in args.workers:
+                rate = samples_per_second(ds, workers, bs, args.samples)
+                result[f"dataloader_samples_per_s_{workers}_workers"] = rate
+                print(f"{workers:>8} {rate:>36.1f}")
+        if args.json:
+            print(json.dumps(result, sort_keys=True))
 
 
 if __name__ == "__main__":

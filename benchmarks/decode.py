@@ -1,22 +1,33 @@
-"""DARK ('unbiased') decoding speed: posecli's vectorised decoder vs a per-keypoint NumPy/OpenCV loop.
+"""Evaluation decode speed: posecli's decoder vs MMPose 0.29's per-keypoint recipe, and vs one pass over the maps.
 
     python benchmarks/decode.py [--threads 1] [--kernel 17] [--batch 32] [--keypoints 133] [--device cpu]
 
-Prints heatmaps/s of both (one heatmap = one keypoint of one person), their ratio, the time of one
-``heatmaps.max()`` pass (the memory-bound floor of any decoder), how many keypoints took the exact fallback
-path, and the largest coordinate difference between the two (asserted below 1e-4 heatmap px).
+Decodes (B, K, H, W) model-like heatmaps to image pixels (heatmap decode + MMPose's transform_preds) with
+post_process 'default' and 'unbiased' (DARK). Prints, per mode, posecli's time, the time of a baseline that
+reproduces MMPose 0.29's ``keypoints_from_heatmaps`` (``mmpose_keypoints_from_heatmaps`` below: written from its
+formulas, loops over people and keypoints, one cv2.GaussianBlur per map for DARK) and their ratios to one
+``heatmaps.amax()`` pass over the maps (the memory-bound floor of any decoder) and to each other. Times are the
+best of ``--repeats`` (process CPU time on the CPU, synchronised wall time on CUDA), after one warm-up call.
+
+Checks before timing: the baseline reproduces MMPose's own numbers in tests/reference/decode_ref.npz (made by
+MMPose 0.29), and posecli's results equal the baseline's ('default' exactly, DARK within 1e-3 image px).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from posecli.codec import decode_heatmaps
+from posecli.codec import decode_heatmaps, heatmap_to_image
+
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "reference"
 
 
 def realistic_heatmaps(n: int, k: int, h: int, w: int, sigma: float, seed: int = 0) -> np.ndarray:
@@ -42,53 +53,125 @@ def realistic_heatmaps(n: int, k: int, h: int, w: int, sigma: float, seed: int =
     return out.reshape(n, k, h, w)
 
 
-def per_keypoint_unbiased(heatmaps: np.ndarray, kernel: int) -> np.ndarray:
-    """The same maths written plainly (MMPose 0.x style): loops over N and K, cv2 blur per map, Taylor per keypoint."""
+# ------------------------------------------------------------------------------------------ MMPose 0.29 recipe
+# MMPose ran under NumPy 1.x, where a NumPy float32 scalar combined with a Python number gives float64 and a float32
+# array combined with any scalar stays float32; the explicit casts below keep those types under NumPy 2.
+
+
+def mmpose_keypoints_from_heatmaps(
+    heatmaps: np.ndarray, center: np.ndarray, scale: np.ndarray, post_process: str | None, kernel: int = 11
+) -> tuple[np.ndarray, np.ndarray]:
+    """MMPose 0.29 keypoints_from_heatmaps (no UDP): (N, K, H, W) -> preds (N, K, 2) f32 image px, maxvals (N, K, 1)."""
+    heatmaps = heatmaps.copy()
     n, k, h, w = heatmaps.shape
-    r = kernel // 2
     flat = heatmaps.reshape(n, k, -1)
-    idx = flat.argmax(axis=2)
-    maxvals = flat.max(axis=2)
-    preds = np.stack([idx % w, idx // w], axis=-1).astype(np.float32)
-    preds[maxvals <= 0] = -1
-    logs = np.empty_like(heatmaps)
+    idx = np.argmax(flat, 2).reshape(n, k, 1)
+    maxvals = np.amax(flat, 2).reshape(n, k, 1)
+    preds = np.tile(idx, (1, 1, 2)).astype(np.float32)
+    preds[:, :, 0] = preds[:, :, 0] % w
+    preds[:, :, 1] = preds[:, :, 1] // w
+    preds = np.where(np.tile(maxvals, (1, 1, 2)) > 0.0, preds, -1).astype(np.float32)
+    if post_process == "unbiased":
+        heatmaps = np.log(np.maximum(mmpose_gaussian_blur(heatmaps, kernel), np.float32(1e-10)))
+        for i in range(n):
+            for j in range(k):
+                preds[i][j] = mmpose_taylor(heatmaps[i][j], preds[i][j])
+    elif post_process is not None:  # 'default': a quarter pixel towards the higher neighbour
+        for i in range(n):
+            for j in range(k):
+                hm = heatmaps[i][j]
+                px, py = int(preds[i][j][0]), int(preds[i][j][1])
+                if 1 < px < w - 1 and 1 < py < h - 1:
+                    diff = np.array([hm[py][px + 1] - hm[py][px - 1], hm[py + 1][px] - hm[py - 1][px]])
+                    preds[i][j] += np.sign(diff) * np.float32(0.25)
     for i in range(n):
-        for j in range(k):
-            padded = np.zeros((h + 2 * r, w + 2 * r), dtype=np.float32)
-            padded[r : r + h, r : r + w] = heatmaps[i, j]
-            blurred = cv2.GaussianBlur(padded, (kernel, kernel), 0)[r : r + h, r : r + w]
-            blurred *= heatmaps[i, j].max() / blurred.max()
-            logs[i, j] = np.log(np.maximum(blurred, np.float32(1e-10)))
-    for i in range(n):
-        for j in range(k):
-            px, py = int(preds[i, j, 0]), int(preds[i, j, 1])
-            if not (1 < px < w - 2 and 1 < py < h - 2):
-                continue
-            hm = logs[i, j]
-            # float32 differences, float64 afterwards (MMPose's _taylor under NumPy 1.x)
-            dx = 0.5 * float(hm[py, px + 1] - hm[py, px - 1])
-            dy = 0.5 * float(hm[py + 1, px] - hm[py - 1, px])
-            dxx = 0.25 * (float(hm[py, px + 2]) - 2 * float(hm[py, px]) + float(hm[py, px - 2]))
-            dxy = 0.25 * float(hm[py + 1, px + 1] - hm[py - 1, px + 1] - hm[py + 1, px - 1] + hm[py - 1, px - 1])
-            dyy = 0.25 * (float(hm[py + 2, px]) - 2 * float(hm[py, px]) + float(hm[py - 2, px]))
-            if dxx * dyy - dxy**2 != 0:
-                hessian = np.array([[dxx, dxy], [dxy, dyy]])
-                preds[i, j] += -np.linalg.inv(hessian) @ np.array([dx, dy])
-    return preds
+        preds[i] = mmpose_transform_preds(preds[i], center[i], scale[i], (w, h))
+    return preds, maxvals
 
 
-def best_time(fn, repeats: int) -> float:
-    """Best wall time of ``repeats`` calls, seconds."""
+def mmpose_gaussian_blur(heatmaps: np.ndarray, kernel: int) -> np.ndarray:
+    """Per map: blur with zero padding of kernel//2 (cv2.GaussianBlur, sigma 0), then rescale to the map's own max."""
+    border = (kernel - 1) // 2
+    n, k, h, w = heatmaps.shape
+    for i in range(n):
+        for j in range(k):
+            origin_max = np.max(heatmaps[i, j])
+            padded = np.zeros((h + 2 * border, w + 2 * border), dtype=np.float32)
+            padded[border:-border, border:-border] = heatmaps[i, j].copy()
+            padded = cv2.GaussianBlur(padded, (kernel, kernel), 0)
+            heatmaps[i, j] = padded[border:-border, border:-border].copy()
+            with np.errstate(all="ignore"):
+                heatmaps[i, j] *= origin_max / np.max(heatmaps[i, j])
+    return heatmaps
+
+
+def mmpose_taylor(hm: np.ndarray, coord: np.ndarray) -> np.ndarray:
+    """One Newton step on the log heatmap at the integer max, when 1 < px < W-2 and 1 < py < H-2."""
+    h, w = hm.shape
+    px, py = int(coord[0]), int(coord[1])
+    if 1 < px < w - 2 and 1 < py < h - 2:
+        f64 = np.float64  # differences of float32 values stay float32, products with Python numbers are float64
+        dx = 0.5 * f64(hm[py][px + 1] - hm[py][px - 1])
+        dy = 0.5 * f64(hm[py + 1][px] - hm[py - 1][px])
+        dxx = 0.25 * (f64(hm[py][px + 2]) - 2 * f64(hm[py][px]) + f64(hm[py][px - 2]))
+        dxy = 0.25 * f64(hm[py + 1][px + 1] - hm[py - 1][px + 1] - hm[py + 1][px - 1] + hm[py - 1][px - 1])
+        dyy = 0.25 * (f64(hm[py + 2][px]) - 2 * f64(hm[py][px]) + f64(hm[py - 2][px]))
+        if dxx * dyy - dxy**2 != 0:
+            hessian = np.array([[dxx, dxy], [dxy, dyy]])
+            offset = -np.linalg.inv(hessian) @ np.array([[dx], [dy]])
+            coord += np.squeeze(np.array(offset.T), axis=0)  # float32 coord += float64 offset
+    return coord
+
+
+def mmpose_transform_preds(coords: np.ndarray, center: np.ndarray, scale: np.ndarray, size: tuple) -> np.ndarray:
+    """Heatmap px (K, 2) f32 -> image px: coords * (scale*200 / size) + center - scale*200 / 2, float32 arrays."""
+    box = scale * np.float32(200.0)
+    out = np.ones_like(coords)
+    for axis in range(2):
+        per_px = np.float32(np.float64(box[axis]) / size[axis])
+        half_box = np.float32(np.float64(box[axis]) * 0.5)
+        out[:, axis] = coords[:, axis] * per_px + center[axis] - half_box
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- timing
+
+
+def best_time(fn: Callable[[], object], repeats: int, cuda: bool) -> float:
+    """Best time of ``repeats`` calls, seconds: process CPU time, or synchronised wall time on CUDA."""
+    clock = time.perf_counter if cuda else time.process_time
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        if cuda:
+            torch.cuda.synchronize()
+        start = clock()
         fn()
-        best = min(best, time.perf_counter() - start)
+        if cuda:
+            torch.cuda.synchronize()
+        best = min(best, clock() - start)
     return best
 
 
+def check_baseline_against_mmpose() -> str:
+    """Compare the baseline with MMPose's own outputs (decode_ref.npz); returns a one-line verdict."""
+    path = REFERENCE / "decode_ref.npz"
+    if not path.is_file():
+        return f"not checked ({path} missing)"
+    ref = dict(np.load(path))
+    worst = {}
+    for name, post, kernel in [("none", None, 11), ("default", "default", 11)] + [
+        (f"unbiased_k{k}", "unbiased", k) for k in (11, 17)
+    ]:
+        preds, maxvals = mmpose_keypoints_from_heatmaps(ref["heatmaps"], ref["centers"], ref["scales"], post, kernel)
+        assert np.array_equal(maxvals, ref[f"maxvals_{name}"]), name
+        worst[name] = float(np.abs(preds - ref[f"preds_{name}"]).max())
+    same = all(v == 0.0 for v in worst.values())
+    detail = ", ".join(f"{k} {v:.1e}" for k, v in worst.items())
+    return ("bit-identical to" if same else "max |diff| image px vs") + f" MMPose's decode_ref.npz ({detail})"
+
+
 def main() -> None:
-    """Run the comparison and print the figures."""
+    """Run the comparison and print the figures (and a JSON line with --json)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--kernel", type=int, default=17)
@@ -97,41 +180,60 @@ def main() -> None:
     parser.add_argument("--keypoints", type=int, default=133)
     parser.add_argument("--height", type=int, default=96)
     parser.add_argument("--width", type=int, default=72)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
 
+    verdict = check_baseline_against_mmpose()
     heatmaps = realistic_heatmaps(args.batch, args.keypoints, args.height, args.width, args.sigma)
-    maps = args.batch * args.keypoints
+    n = args.batch
+    rng = np.random.default_rng(1)
+    center = rng.uniform(100, 500, (n, 2)).astype(np.float32)
+    scale = (rng.uniform(0.5, 2.0, (n, 1)) * [args.width / args.height, 1.0]).astype(np.float32)
     tensor = torch.from_numpy(heatmaps).to(args.device)
-    sync = torch.cuda.synchronize if tensor.is_cuda else (lambda: None)
+    center_t, scale_t = torch.from_numpy(center).to(args.device), torch.from_numpy(scale).to(args.device)
+    cuda = tensor.is_cuda
+    wh = (args.width, args.height)
 
-    def ours() -> None:
-        decode_heatmaps(tensor, "unbiased", args.kernel)
-        sync()
+    def ours(post: str) -> Callable[[], torch.Tensor]:
+        return lambda: heatmap_to_image(decode_heatmaps(tensor, post, args.kernel)[0], center_t, scale_t, wh)  # type: ignore[arg-type]
 
-    def floor() -> None:
-        tensor.max()
-        sync()
+    t_floor = best_time(lambda: tensor.amax(), args.repeats, cuda)
+    rows, result = [], {"device": str(tensor.device), "threads": args.threads, "shape": list(heatmaps.shape)}
+    result |= {"kernel": args.kernel, "floor_ms": t_floor * 1e3, "clock": "wall, synchronised" if cuda else "CPU"}
+    for post in ("default", "unbiased"):
+        ours(post)()  # warm-up
+        t_ours = best_time(ours(post), args.repeats, cuda)
+        t_base = best_time(
+            lambda p=post: mmpose_keypoints_from_heatmaps(heatmaps, center, scale, p, args.kernel), 2, False
+        )
+        base, _ = mmpose_keypoints_from_heatmaps(heatmaps, center, scale, post, args.kernel)
+        diff = float(np.abs(ours(post)().cpu().numpy() - base).max())
+        assert diff <= (0.0 if post == "default" else 1e-3), f"{post}: posecli and the baseline differ by {diff} px"
+        rows.append((post, t_ours, t_base, diff))
+        result[post] = {
+            "posecli_ms": t_ours * 1e3,
+            "mmpose_recipe_ms": t_base * 1e3,
+            "posecli_over_floor": t_ours / t_floor,
+            "speedup_vs_mmpose_recipe": t_base / t_ours,
+            "max_abs_diff_image_px": diff,
+        }
 
-    ours()  # warm-up
-    t_ours = best_time(ours, args.repeats)
-    t_floor = best_time(floor, args.repeats)
-    t_loop = best_time(lambda: per_keypoint_unbiased(heatmaps, args.kernel), 1)
-
-    coords, _ = decode_heatmaps(tensor, "unbiased", args.kernel)
-    reference = per_keypoint_unbiased(heatmaps, args.kernel)
-    diff = float(np.abs(coords.cpu().numpy() - reference).max())
-
-    print(f"heatmaps {tuple(heatmaps.shape)}  kernel {args.kernel}  threads {args.threads}  device {args.device}")
-    print(f"posecli decode_heatmaps : {t_ours * 1e3:8.1f} ms  {maps / t_ours:10.0f} heatmaps/s")
-    print(f"per-keypoint NumPy/cv2  : {t_loop * 1e3:8.1f} ms  {maps / t_loop:10.0f} heatmaps/s")
-    print(f"heatmaps.max() floor    : {t_floor * 1e3:8.1f} ms")
-    print(f"speed-up                : {t_loop / t_ours:8.1f}x")
-    print(f"max |coord diff|        : {diff:.2e} heatmap px")
-    assert diff < 1e-4, f"decoders disagree by {diff} px"
+    print(f"heatmaps {tuple(heatmaps.shape)}  kernel {args.kernel}  threads {args.threads}  device {tensor.device}")
+    print(f"baseline (MMPose 0.29 recipe): {verdict}")
+    print(f"floor, one amax pass over the maps: {t_floor * 1e3:8.2f} ms")
+    print(f"{'post_process':<13}{'posecli ms':>11}{'x floor':>9}{'MMPose recipe ms':>18}{'x floor':>9}{'speed-up':>10}")
+    for post, t_ours, t_base, _ in rows:
+        print(
+            f"{post:<13}{t_ours * 1e3:11.2f}{t_ours / t_floor:9.2f}{t_base * 1e3:18.1f}{t_base / t_floor:9.1f}"
+            f"{t_base / t_ours:9.1f}x"
+        )
+    print("max |posecli - baseline| image px: " + ", ".join(f"{p} {d:.1e}" for p, _, _, d in rows))
+    if args.json:
+        print(json.dumps(result | {"baseline_check": verdict}, sort_keys=True))
 
 
 if __name__ == "__main__":

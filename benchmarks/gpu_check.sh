@@ -24,9 +24,8 @@ command -v nvidia-smi >/dev/null && step "nvidia-smi" nvidia-smi --query-gpu=nam
 step "gpu tests" "$PY" -m pytest -m gpu -v -rs tests
 step "train step benchmark" "$PY" benchmarks/train_step.py --device cuda --compile
 step "decode benchmark" "$PY" benchmarks/decode.py --device cuda
-if [ -f benchmarks/data_pipeline.py ]; then
-    step "data pipeline benchmark" "$PY" benchmarks/data_pipeline.py
-fi
+step "device targets benchmark" "$PY" benchmarks/device_targets.py --device cuda
+step "data pipeline benchmark" "$PY" benchmarks/data_pipeline.py --device cuda --json
 step "demo fine-tune on CUDA" "$PY" -m posecli finetune --preset demo --device cuda --work-dir "${TMPDIR:-/tmp}/posecli-gpu-demo" --overwrite
 
 echo

@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import torch
 
+from posecli.transforms import _NORMALIZE_LUT, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+
 PostProcess = Literal["none", "default", "unbiased"]
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -105,24 +107,36 @@ class HeatmapCodec:
     def _encode_msra(self, mu: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Gaussian patch of side 6*sigma+1 pasted at the rounded centre; updates ``weights`` in place."""
         w, h = self.heatmap_wh
-        tmp_size = self.sigma * 3
-        centre = np.trunc(mu + 0.5)  # Python int(x + 0.5): truncation towards zero, also for negative x
-        ul = np.trunc(centre - tmp_size)  # (M, 2) int(mu - tmp_size)
-        br = np.trunc(centre + tmp_size + 1)  # (M, 2)
+        ul, br = self._msra_corners(mu)
         weights[(ul[:, 0] >= w) | (ul[:, 1] >= h) | (br[:, 0] < 0) | (br[:, 1] < 0)] = 0
-        size = 2 * tmp_size + 1
-        patch_len = math.ceil(size)  # len(np.arange(0, size, 1))
-        half = np.float32(size // 2)  # patch centre index x0 = y0
-        # heatmap pixel x holds patch column j = x - ul_x when ul_x <= x < br_x (and j < patch_len)
-        jx = np.arange(w, dtype=np.float64)[None, :] - ul[:, :1]  # (M, W)
-        jy = np.arange(h, dtype=np.float64)[None, :] - ul[:, 1:]  # (M, H)
-        in_x = (jx >= 0) & (jx < patch_len) & (jx < (br[:, :1] - ul[:, :1]))
-        in_y = (jy >= 0) & (jy < patch_len) & (jy < (br[:, 1:] - ul[:, 1:]))
-        dx2 = np.square(jx.astype(np.float32) - half)  # float32 like MMPose's np.arange(..., np.float32) patch
-        dy2 = np.square(jy.astype(np.float32) - half)
-        g = np.exp(-(dy2[:, :, None] + dx2[:, None, :]) / np.float32(2 * self.sigma**2))  # (M, H, W)
-        keep = in_y[:, :, None] & in_x[:, None, :] & (weights > 0.5)[:, None, None]
-        return np.where(keep, g, np.float32(0.0)).astype(np.float32, copy=False)
+        patch = self._msra_patch()  # (P, P): every keypoint's patch is the same
+        out = np.zeros((mu.shape[0], h, w), dtype=np.float32)
+        keep = np.flatnonzero(weights > 0.5)
+        # MMPose's slices: heatmap [max(0, ul), min(br, size)) <- patch [max(0, -ul), min(br, size) - ul)
+        x0, y0 = np.maximum(ul[keep], 0).astype(np.int64).T
+        x1 = np.minimum(br[keep, 0], w).astype(np.int64)
+        y1 = np.minimum(br[keep, 1], h).astype(np.int64)
+        gx0, gy0 = (x0 - ul[keep, 0]).astype(np.int64), (y0 - ul[keep, 1]).astype(np.int64)
+        for m, a, b, c, d, e, f in zip(  # one small copy per drawn keypoint, no full-map temporaries
+            keep.tolist(), y0.tolist(), y1.tolist(), x0.tolist(), x1.tolist(), gy0.tolist(), gx0.tolist(), strict=True
+        ):
+            out[m, a:b, c:d] = patch[e : e + b - a, f : f + d - c]
+        return out
+
+    def _msra_corners(self, mu: ArrayT) -> tuple[ArrayT, ArrayT]:
+        """MSRA patch corners ul, br (M, 2) from float64 centres: int(int(mu + .5) -/+ tmp_size (+ 1)), truncating."""
+        tmp_size = self.sigma * 3
+        trunc = torch.trunc if isinstance(mu, torch.Tensor) else np.trunc
+        centre = trunc(mu + 0.5)  # Python int(x + 0.5): truncation towards zero, also for negative x
+        return trunc(centre - tmp_size), trunc(centre + tmp_size + 1)
+
+    @functools.cache  # noqa: B019 - one small array per codec, which lives as long as the program
+    def _msra_patch(self) -> np.ndarray:
+        """MMPose's (P, P) float32 Gaussian patch, P = len(arange(0, 6 sigma + 1)), peak 1 at (size // 2, size // 2)."""
+        size = 2 * self.sigma * 3 + 1
+        x = np.arange(0, size, 1, np.float32)
+        half = np.float32(size // 2)
+        return np.exp(-(np.square(x[None, :] - half) + np.square(x[:, None] - half)) / np.float32(2 * self.sigma**2))
 
     def _encode_unbiased(self, mu: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Continuous Gaussian at mu over the whole map (DARK); in-bounds test on unrounded corners."""
@@ -134,14 +148,117 @@ class HeatmapCodec:
         mu32 = mu.astype(np.float32)  # MMPose subtracts the float64 mu from a float32 grid -> float32 maths
         dx2 = np.square(np.arange(w, dtype=np.float32)[None, :] - mu32[:, :1])  # (M, W)
         dy2 = np.square(np.arange(h, dtype=np.float32)[None, :] - mu32[:, 1:])  # (M, H)
-        g = np.exp(-(dy2[:, :, None] + dx2[:, None, :]) / np.float32(2 * self.sigma**2))  # (M, H, W)
-        return np.where((weights > 0.5)[:, None, None], g, np.float32(0.0)).astype(np.float32, copy=False)
+        dy2[weights <= 0.5] = np.inf  # exp(-inf) = 0: maps of dropped keypoints come out zero
+        # exp(-(dy2 + dx2) / (2 sigma^2)) in one buffer; s / -c is -s / c exactly (IEEE division is sign-symmetric)
+        out = np.add(dy2[:, :, None], dx2[:, None, :])  # (M, H, W)
+        np.divide(out, np.float32(-2 * self.sigma**2), out=out)
+        return np.exp(out, out=out)
+
+    # ------------------------------------------------------------------------------------ device (torch) targets
+    def encode_torch(self, keypoints_xy: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K, 2) input px and (B, K) visibility -> targets (B, K, h, w) f32 and weights (B, K) f32, same device.
+
+        Equal to :meth:`encode_batch` (MMPose's targets) up to the last bit of ``exp``; runs wherever the tensors are
+        (the training step calls it on the batch after the transfer), vectorised over people and keypoints.
+        """
+        if (
+            keypoints_xy.ndim != 3
+            or keypoints_xy.shape[2] != 2
+            or tuple(visible.shape) != tuple(keypoints_xy.shape[:2])
+        ):
+            raise ValueError(
+                f"expected keypoints_xy (B, K, 2) and visible (B, K), got {tuple(keypoints_xy.shape)}, "
+                f"{tuple(visible.shape)}"
+            )
+        n, k = visible.shape
+        if self.joint_weights is not None and self.joint_weights.shape != (k,):
+            raise ValueError(f"joint_weights has {self.joint_weights.shape[0]} values for {k} keypoints")
+        device = keypoints_xy.device
+        if _on_numpy(keypoints_xy):  # CPU: the NumPy encoder (MMPose's bits, ~8x faster than torch's full-map maths)
+            targets, weights = self.encode_batch(keypoints_xy.detach().numpy(), visible.detach().numpy())
+            return torch.from_numpy(targets), torch.from_numpy(weights)
+        w, h = self.heatmap_wh
+        # Per-keypoint geometry in float64 like MMPose (M = B*K numbers; MPS has no float64: done on the CPU there).
+        geo = device if device.type != "mps" else torch.device("cpu")
+        stride = _device_constant(tuple(self.feat_stride.tolist()), torch.float64, geo)
+        mu = keypoints_xy.reshape(-1, 2).to(geo, torch.float32).double() / stride  # (M, 2)
+        weights = visible.reshape(-1).to(geo, torch.float32).clamp_max(1.0)  # (M,)
+        if self.unbiased_encoding:
+            ul, br = mu - self.sigma * 3, mu + self.sigma * 3 + 1
+        else:
+            ul, br = self._msra_corners(mu)
+        off = (ul[:, 0] >= w) | (ul[:, 1] >= h) | (br[:, 0] < 0) | (br[:, 1] < 0)
+        weights = torch.where(off, torch.zeros((), device=geo), weights)
+        gx = torch.arange(w, dtype=torch.float32, device=geo)
+        gy = torch.arange(h, dtype=torch.float32, device=geo)
+        if self.unbiased_encoding:
+            mu32 = mu.float()  # MMPose: float32 grid minus the float64 mu -> float32 maths
+            dx2, dy2 = (gx[None, :] - mu32[:, :1]).square(), (gy[None, :] - mu32[:, 1:]).square()
+        else:
+            # heatmap pixel x holds patch column j = x - ul_x when ul_x <= x < br_x and j < len(patch)
+            half = float(np.float32((2 * self.sigma * 3 + 1) // 2))
+            patch_len = math.ceil(2 * self.sigma * 3 + 1)
+            jx, jy = gx[None, :] - ul[:, :1].float(), gy[None, :] - ul[:, 1:].float()  # (M, W), (M, H) integers
+            dx2, dy2 = (jx - half).square(), (jy - half).square()
+            inf = torch.full((), math.inf, device=geo)
+            dx2 = torch.where((jx >= 0) & (jx < patch_len) & (gx[None, :] < br[:, :1]), dx2, inf)
+            dy2 = torch.where((jy >= 0) & (jy < patch_len) & (gy[None, :] < br[:, 1:]), dy2, inf)
+        dy2 = torch.where((weights > 0.5)[:, None], dy2, torch.full((), math.inf, device=geo))  # exp(-inf) = 0
+        dx2, dy2 = dx2.to(device), dy2.to(device)
+        targets = dy2[:, :, None] + dx2[:, None, :]  # (M, H, W): the only full-size tensor, updated in place
+        # a device tensor, not a Python number: CUDA turns division by a host scalar into a multiplication
+        targets.div_(_device_constant((-2.0 * self.sigma**2,), torch.float32, device)).exp_()
+        weights = weights.to(device).reshape(n, k)
+        if self.joint_weights is not None:
+            weights = weights * self._joint_weights_on(device)
+        return targets.reshape(n, k, h, w), weights
+
+    def _joint_weights_on(self, device: torch.device) -> torch.Tensor:
+        """The (K,) joint weights as a float32 tensor on ``device`` (cached per device)."""
+        cache = self.__dict__.setdefault("_joint_weight_tensors", {})
+        if device not in cache:
+            cache[device] = torch.from_numpy(self.joint_weights).to(device)
+        return cache[device]
 
     def decode(
         self, heatmaps: torch.Tensor, post_process: PostProcess | None = "default", modulate_kernel: int = 11
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Same as :func:`decode_heatmaps`: (B, K, H, W) -> coords (B, K, 2) heatmap px, maxvals (B, K)."""
         return decode_heatmaps(heatmaps, post_process, modulate_kernel)
+
+
+@functools.lru_cache(maxsize=64)
+def _device_constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small constant tensor on ``device``, made once: no host-to-device copy (and CUDA sync) per training step."""
+    return torch.tensor(values, dtype=dtype, device=device).reshape(-1 if len(values) > 1 else ())
+
+
+def normalize_images(images: torch.Tensor, channels_first: bool = False, channels_last: bool = False) -> torch.Tensor:
+    """uint8 RGB crops (B, H, W, 3), or (B, 3, H, W) if ``channels_first`` -> float32 (B, 3, H, W) ImageNet-normalised.
+
+    Runs on the images' device; the values equal :func:`posecli.transforms.normalize_image` bit for bit
+    ((v / 255 - mean) / std in float32; divisions by device tensors, as CUDA divides by a host scalar through its
+    reciprocal). ``channels_last`` returns the torch.channels_last memory format (free from (B, H, W, 3) input).
+    """
+    if images.ndim != 4 or images.shape[1 if channels_first else 3] != 3:
+        want = "(B, 3, H, W)" if channels_first else "(B, H, W, 3)"
+        raise ValueError(f"expected uint8 images {want}, got shape {tuple(images.shape)}")
+    if images.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 images, got {images.dtype}")
+    device = images.device
+    if _on_numpy(images) and not channels_first:  # CPU: OpenCV's table lookup, several times faster
+        b, h, w, _ = images.shape
+        table = cv2.LUT(images.reshape(b * h, w, 3).contiguous().numpy(), _NORMALIZE_LUT)  # (B*H, W, 3) f32
+        out = torch.from_numpy(table).view(b, h, w, 3).permute(0, 3, 1, 2)
+        return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    shape = (3, 1, 1) if channels_first else (3,)
+    mean = _device_constant(tuple(IMAGENET_MEAN_RGB.tolist()), torch.float32, device).view(shape)
+    std = _device_constant(tuple(IMAGENET_STD_RGB.tolist()), torch.float32, device).view(shape)
+    out = images.float().div_(_device_constant((255.0,), torch.float32, device)).sub_(mean).div_(std)
+    if not channels_first:
+        out = out.permute(0, 3, 1, 2)  # (B, 3, H, W) view with channels_last strides
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return out.contiguous(memory_format=fmt)
 
 
 def gaussian_kernel_1d(kernel: int) -> np.ndarray:
@@ -174,7 +291,15 @@ def decode_heatmaps(
         raise ValueError(f"modulate_kernel must be a positive odd number, got {modulate_kernel}")
     b, k, h, w = heatmaps.shape
     flat = heatmaps.detach().float().reshape(b * k, h * w).contiguous()  # (M, H*W)
-    maxvals, idx = _max_and_argmax(flat)
+    windows = None
+    if _on_numpy(flat) and post_process == "unbiased":  # the maps are read once: argmax and windows per chunk
+        maxvals_np, idx_np, windows = _argmax_and_windows_numpy(flat.numpy(), h, w, modulate_kernel)
+        maxvals, idx = torch.from_numpy(maxvals_np), torch.from_numpy(idx_np)
+    elif _on_numpy(flat) and post_process == "default":
+        coords_np, maxvals_np = _decode_default_numpy(flat.numpy(), h, w)
+        return torch.from_numpy(coords_np).reshape(b, k, 2), torch.from_numpy(maxvals_np).reshape(b, k)
+    else:
+        maxvals, idx = _max_and_argmax(flat)
     px, py = idx % w, idx // w
     positive = maxvals > 0
     coords = torch.stack((px, py), dim=1).float()  # (M, 2)
@@ -182,13 +307,101 @@ def decode_heatmaps(
     if post_process == "default":
         coords = _quarter_offset(flat, coords, px, py, positive, h, w)
     elif post_process == "unbiased":
-        coords = _dark_refine(flat, coords, maxvals, px, py, positive, h, w, modulate_kernel)
+        coords = _dark_refine(flat, coords, maxvals, px, py, positive, h, w, modulate_kernel, windows)
     return coords.reshape(b, k, 2), maxvals.reshape(b, k)
 
 
 def _on_numpy(t: torch.Tensor) -> bool:
     """Whether to take the NumPy route for a tensor (CPU tensors: NumPy's indexing and argmax are faster)."""
     return t.device.type == "cpu"
+
+
+# Maps per chunk of the CPU decode passes: the chunk's argmax reads it from memory, the reads around the maxima
+# (DARK's neighbourhoods, 'default''s neighbours) find it in cache.
+_CHUNK_MAPS = 256
+
+
+def _decode_default_numpy(values: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """CPU 'default' decode of (M, H*W) maps -> coords (M, 2) f32 heatmap px, maxvals (M,) f32 (as _quarter_offset)."""
+    m = values.shape[0]
+    idx = values.argmax(axis=1)
+    flat = values.reshape(-1)
+    base = np.arange(m) * (h * w)
+    maxvals = flat[base + idx]
+    py, px = np.divmod(idx, w)
+    at = base + np.minimum(np.maximum(py, 1), h - 2) * w + np.minimum(np.maximum(px, 1), w - 2)  # inside the map
+    near = flat[at[:, None] + np.array([1, -1, w, -w])]  # (M, 4): right, left, below, above
+    step = np.sign(near[:, 0::2] - near[:, 1::2]) * np.float32(0.25)  # (M, 2) float32
+    ok = (maxvals > 0) & (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
+    coords = np.stack((px, py), axis=1).astype(np.float32)
+    coords = np.where(ok[:, None], coords + step, coords)
+    coords[maxvals <= 0] = -1.0
+    return coords, maxvals
+
+
+def _argmax_and_windows_numpy(
+    values: np.ndarray, h: int, w: int, kernel: int
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """CPU DARK pass over (M, H*W) maps: maxvals (M,), argmax (M,) and _blurred_windows' (blurred, negative).
+
+    One read of the maps: per chunk of maps, the argmax, then the (k+4)^2 neighbourhood of each (clamped) max is
+    copied row by row while the chunk is in cache, each row one k+4-float item of a strided view, and blurred
+    horizontally at once (one GEMM), so the neighbourhoods never exist for all maps together.
+    """
+    m = values.shape[0]
+    half = kernel // 2 + 2  # window (2) + blur radius
+    size = 2 * half + 1
+    lin = values.reshape(-1)
+    if lin.size < size or h < 5 or w < 5:  # tiny inputs: the general route
+        maxvals_t, idx_t = _max_and_argmax(torch.from_numpy(values))
+        maxvals, idx = maxvals_t.numpy(), idx_t.numpy()
+        pxc, pyc = np.clip(idx % w, 2, w - 3), np.clip(idx // w, 2, h - 3)
+        flat = torch.from_numpy(values)
+        return maxvals, idx, _blurred_windows(flat, torch.from_numpy(pxc), torch.from_numpy(pyc), h, w, kernel)
+    # item i of `segments` is the `size` floats lin[i : i + size] (a strided view, nothing copied)
+    segments = np.ndarray((lin.size - size + 1,), np.dtype((np.void, 4 * size)), buffer=lin, strides=(4,))
+    band = _band_matrix(kernel, torch.device("cpu"))  # (P, 5)
+    row_offsets = np.arange(-half, half + 1) * w  # (P,)
+    col_offsets = np.arange(size)  # (P,)
+    maxvals = np.empty(m, np.float32)
+    idx = np.empty(m, np.int64)
+    negative = np.empty(m, np.float32)
+    horizontal = []  # per chunk (5(x), c*P(y)): the horizontal blur at the window's 5 columns, P rows each
+    for a in range(0, m, _CHUNK_MAPS):
+        e = min(a + _CHUNK_MAPS, m)
+        chunk = values[a:e]
+        i = chunk.argmax(axis=1)
+        idx[a:e] = i
+        maxvals[a:e] = chunk[np.arange(e - a), i]
+        y, x = np.divmod(i, w)
+        y, x0 = np.minimum(np.maximum(y, 2), h - 3), np.minimum(np.maximum(x, 2), w - 3) - half  # clamped centre
+        starts = ((np.arange(a, e) * h + y) * w + x0)[:, None] + row_offsets  # (c, P) flat start of each row
+        clamped = starts.clip(0, lin.size - size) if a == 0 or e == m else starts  # only the buffer's ends
+        items = segments[clamped]  # (c, P) rows of P floats, copied from cache
+        patch = items.view(np.float32).reshape(e - a, size, size)  # (c, P, P)
+        # zero what lies outside the map, as MMPose's padding (copyto, not a product: no NaN from other maps leaks in)
+        cols_out = np.flatnonzero((x0 < 0) | (x0 > w - size))
+        if cols_out.size:
+            outside = np.zeros((e - a, 1, size), bool)
+            xs = x0[cols_out, None] + col_offsets  # (n, P)
+            outside[cols_out, 0] = (xs < 0) | (xs >= w)
+            np.copyto(patch, np.float32(0.0), where=outside)
+        rows_out = np.flatnonzero((y < half) | (y > h - 1 - half))
+        if rows_out.size:
+            outside = np.zeros((e - a, size, 1), bool)
+            ys = y[rows_out, None] + row_offsets // w  # (n, P)
+            outside[rows_out, :, 0] = (ys < 0) | (ys >= h)
+            np.copyto(patch, np.float32(0.0), where=outside)
+            moved = np.flatnonzero(((clamped[rows_out] != starts[rows_out]) & (ys >= 0) & (ys < h)).any(axis=1))
+            if moved.size:  # a row inside the map whose start was clamped: copy that square the general way
+                sel = rows_out[moved]
+                patch[sel] = _neighbourhoods_numpy(chunk[sel].reshape(-1, h, w), x0[sel] + half, y[sel], half)
+        negative[a:e] = patch.reshape(e - a, -1).min(axis=1)
+        horizontal.append(band.t() @ torch.from_numpy(patch.reshape(-1, size)).t())  # (5, c*P)
+    np.maximum(-negative, 0.0, out=negative)
+    # vertical blur of the 5 columns at once: (5(x) * M, P(y)) @ (P, 5) -> (5(x), M, 5(y))
+    vertical = (torch.cat(horizontal, dim=1).view(5 * m, size) @ band).view(5, m, 5)
+    return maxvals, idx, (vertical.permute(1, 2, 0).contiguous().numpy(), negative)
 
 
 def _max_and_argmax(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,6 +437,7 @@ def _dark_refine(
     h: int,
     w: int,
     kernel: int,
+    windows: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> torch.Tensor:
     """MMPose 'unbiased': Taylor step on log(modulated heatmap) at the integer max, when 1 < px < W-2, 1 < py < H-2.
 
@@ -238,7 +452,9 @@ def _dark_refine(
     """
     ok = ok & (px > 1) & (px < w - 2) & (py > 1) & (py < h - 2)
     pxc, pyc = px.clamp(2, w - 3), py.clamp(2, h - 3)
-    blurred, negative = _blurred_windows(flat, pxc, pyc, h, w, kernel)  # (M, 5, 5), (M,) host arrays
+    if windows is None:
+        windows = _blurred_windows(flat, pxc, pyc, h, w, kernel)
+    blurred, negative = windows  # (M, 5, 5), (M,) host arrays
     ok_np = ok.cpu().numpy()
     log_win, log_err, safe = _fast_log_windows(blurred, negative, maxvals.cpu().numpy(), kernel)
     offset, apply, inv_norm = _taylor_offset(log_win)

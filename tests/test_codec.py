@@ -228,6 +228,27 @@ def test_dark_matches_per_keypoint_loop(h: int, w: int, kernel: int) -> None:
     assert (coords[:, 7].numpy() == -1).all() and (coords[:, 8].numpy() == -1).all()  # max <= 0
 
 
+@pytest.mark.parametrize("chunk", [4, 256])
+def test_cpu_dark_neighbourhoods_at_map_and_buffer_edges(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    """The CPU pass copies rows of the maps' shared buffer: peaks in the corners of the first and last maps, chunk
+    boundaries, and a NaN map between two others must not change any other map's result."""
+    monkeypatch.setattr(codec, "_CHUNK_MAPS", chunk)
+    maps = awkward_heatmaps(30, 24, seed=3)[:, :9].reshape(1, 18, 30, 24).copy()
+    y, x = np.mgrid[0:30, 0:24].astype(np.float32)
+    # (x, y) peaks 2 px from the corners (refined, squares cut by the border) and next to the NaN map (12)
+    peaks = [(2.2, 2.4), (21.3, 27.4), (2.4, 26.8), (21.6, 2.3), (10.4, 27.2), (12.6, 2.3)]
+    for k, (cx, cy) in zip([0, 17, 8, 9, 11, 13], peaks, strict=True):
+        maps[0, k] = 0.8 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 8) + 0.01 * np.cos(x + y)
+    maps[0, 12] = np.nan  # its neighbours' squares reach into its rows
+    expected = mmpose_dark_loop(maps, 11)
+    coords, _ = decode_heatmaps(torch.from_numpy(maps), "unbiased", 11)
+    finite = [k for k in range(18) if k != 12]
+    np.testing.assert_allclose(coords[0, finite].numpy(), expected[0, finite], rtol=0, atol=1e-4)
+    monkeypatch.setattr(codec, "_on_numpy", lambda t: False)
+    torch_coords, _ = decode_heatmaps(torch.from_numpy(maps), "unbiased", 11)
+    np.testing.assert_allclose(coords[0, finite].numpy(), torch_coords[0, finite].numpy(), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("post_process", ["none", "default", "unbiased"])
 def test_device_code_path_matches_cpu_path(monkeypatch: pytest.MonkeyPatch, post_process: str) -> None:
     """The torch-only route taken for CUDA tensors (gather, torch.max) gives the NumPy route's results."""
