@@ -28,6 +28,7 @@ from posecli.atomic import atomic_write_json
 from posecli.codec import HeatmapCodec
 from posecli.datasets.coco import TopDownCocoDataset, read_image_rgb
 from posecli.datasets.meta import load_builtin
+from posecli.engine.data import build_dataset
 from posecli.settings import DataSettings, load_settings
 from posecli.transforms import (
     affine_keypoints,
@@ -146,7 +147,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data_dir or Path(tmp)
         ann_file, img_dir = write_wholebody_data(root, args.images)
-        ds = TopDownCocoDataset(ann_file, img_dir, meta, data, train=True, rng_seed=0)
+        ds = build_dataset(ann_file, img_dir, meta, data, train=True, rng_seed=0)
         print(
             f"data: {len(ds)} people in {args.images} JPEGs 640x480, {meta.num_keypoints} keypoints; input "
             f"{data.image_size[0]}x{data.image_size[1]}, heatmaps {data.heatmap_size[0]}x{data.heatmap_size[1]}, "
