@@ -45,6 +45,7 @@ from posecli.atomic import atomic_write_json
 from posecli.codec import HeatmapCodec, normalize_images
 from posecli.datasets.coco import BBOX_PADDING, TopDownCocoDataset, read_image_rgb
 from posecli.datasets.meta import load_builtin
+from posecli.engine.data import build_dataset
 from posecli.settings import load_settings
 from posecli.transforms import (
     affine_keypoints,
@@ -274,7 +275,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data_dir or Path(tmp)
         ann_file, img_dir = write_wholebody_data(root, args.images)
-        ds = TopDownCocoDataset(ann_file, img_dir, meta, data, train=True, rng_seed=0)
+        ds = build_dataset(ann_file, img_dir, meta, data, train=True, rng_seed=0)
         indices = [i % len(ds) for i in range(args.warmup + args.samples)]
         shared = not args.plain_collate
         print(

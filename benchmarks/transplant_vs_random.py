@@ -25,8 +25,6 @@ def compare(
     epochs: int | None = None, work_root: Path | None = None, overrides: dict[str, Any] | None = None
 ) -> dict[str, dict[str, Any]]:
     """Run both fine-tunes; per run: AP ``curve`` [[epoch, iteration, AP], ...], ``before``, ``after``, seconds."""
-    from rich.console import Console
-
     from posecli.engine.train import finetune
     from posecli.settings import load_settings
 
@@ -43,7 +41,7 @@ def compare(
     for i, (name, src) in enumerate(zip(RUNS, sources, strict=True)):
         work = root / f"run{i}"
         settings = load_settings("demo", {**base, **src})
-        summary = finetune(settings, work, device="cpu", overwrite=True, console=Console(quiet=True))
+        summary = finetune(settings, work, device="cpu", overwrite=True)  # no report: silent
         lines = (work / "log.jsonl").read_text(encoding="utf-8").splitlines()
         val = [rec for rec in map(json.loads, lines) if rec["type"] == "val"]
         out[name] = {

@@ -1,4 +1,5 @@
-"""The posecli command line: parse flags, build settings, call one function. Torch is imported lazily."""
+"""The posecli command line: Typer flags only. Each command builds its typed options (``options.py``) and calls
+``commands.<name>.run``; the command modules (and torch, Rich) are imported only when a command runs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from posecli.commands import mmpose_presets
 from posecli.errors import PoseCliError
 
 
@@ -46,8 +46,6 @@ app = typer.Typer(
 )
 presets_app = typer.Typer(help="List and show presets; import and export MMPose 0.x configs.", no_args_is_help=True)
 app.add_typer(presets_app, name="presets")
-presets_app.command("import")(mmpose_presets.presets_import)
-presets_app.command("export-mmpose")(mmpose_presets.presets_export_mmpose)
 
 
 class Device(str, Enum):
@@ -75,40 +73,35 @@ def _echo_err(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
-def build_settings(preset: str, overrides: dict[str, Any]) -> Any:
-    """Load a preset and apply flag overrides (flags win); validation errors become PoseCliError."""
-    from posecli.settings import load_settings
-
-    return load_settings(preset, overrides)
-
-
-def _print_config(settings: Any) -> None:
-    from posecli.settings import settings_to_yaml
-
-    typer.echo(settings_to_yaml(settings), nl=False)
-
-
 # ---------------------------------------------------------------------------------------------- presets
+@presets_app.command("import")
+def presets_import(
+    config: Annotated[Path, typer.Argument(help="MMPose 0.x config .py (read, never executed).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Preset YAML to write.")],
+) -> None:
+    """Turn an MMPose 0.x top-down heatmap config into a posecli preset; prints what was mapped and ignored."""
+    from posecli.commands import presets
+
+    presets.run_import(config, out)
+
+
+@presets_app.command("export-mmpose")
+def presets_export_mmpose(
+    source: Annotated[str, typer.Argument(help="Preset name, preset YAML or posecli checkpoint (.pth).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="MMPose config .py to write.")],
+) -> None:
+    """Write an MMPose 0.x config (model, data_cfg, pipelines, test_cfg, dataset_info, schedule)."""
+    from posecli.commands import presets
+
+    presets.run_export_mmpose(source, out)
+
+
 @presets_app.command("list")
 def presets_list() -> None:
     """List the shipped presets with their keypoint count and input size."""
-    from rich.console import Console
-    from rich.table import Column, Table
+    from posecli.commands import presets
 
-    from posecli.settings import list_presets, load_settings
-
-    table = Table("dataset", "keypoints", "input (w x h)", "starts from")
-    table.columns.insert(0, Column("preset", no_wrap=True))  # names are what users copy: never cut them
-    table.columns[-1].overflow = "fold"
-    for name in list_presets():
-        s = load_settings(name)
-        source = s.train.load_from or s.train.pretrained
-        # the file name says which checkpoint; `presets show` prints the whole URL
-        shown = "-" if source is None else source.rsplit("/", 1)[-1] + ("" if s.train.load_from else " (backbone)")
-        table.add_row(
-            name, str(s.dataset), str(s.model.head.out_channels), "x".join(map(str, s.data.image_size)), shown
-        )
-    Console().print(table)
+    presets.run_list()
 
 
 @presets_app.command("show")
@@ -117,23 +110,9 @@ def presets_show(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: settings and dataset_meta.")] = False,
 ) -> None:
     """Print a preset's resolved settings and its dataset metadata summary."""
-    from posecli.datasets.meta import resolve_meta
+    from posecli.commands import presets
 
-    if as_json:
-        return mmpose_presets.print_show_json(name)
-    settings = build_settings(name, {})
-    _print_config(settings)
-    ann = settings.data.train_ann or settings.data.val_ann
-    if settings.dataset is None and ann is None:
-        typer.echo("# dataset: inferred from the training annotations' categories when they are given")
-        return
-    meta = resolve_meta(settings.dataset, ann)
-    typer.echo(
-        f"# dataset meta '{meta.name}': {meta.num_keypoints} keypoints, {len(meta.flip_pairs)} flip pairs, "
-        f"parts {', '.join(f'{k}[{a}:{b}]' for k, (a, b) in meta.parts.items())}"
-    )
-    for note in meta.notes:
-        typer.echo(f"# note: {note}")
+    presets.run_show(name, as_json)
 
 
 # -------------------------------------------------------------------------------------- convert-dataset
@@ -176,23 +155,26 @@ def convert_dataset(
     max_people: Annotated[int, typer.Option("--max-people", help="synthetic: most people in one image.")] = 2,
 ) -> None:
     """Convert other keypoint formats to COCO, generate synthetic people, or --check a COCO file."""
-    from posecli.datasets import convert
+    from posecli.commands import convert
+    from posecli.options import ConvertOptions
 
-    convert.run_convert_command(
-        src=src,
-        from_format=from_format,
-        out=out,
-        check=check,
-        img_dir=img_dir,
-        parts=parts,
-        num_images=num_images,
-        keypoints=keypoints,
-        image_size=image_size,
-        seed=seed,
-        margin=margin,
-        allow_outside_img_dir=allow_outside_img_dir,
-        split=split,
-        max_people=max_people,
+    convert.run(
+        ConvertOptions(
+            src=src,
+            from_format=from_format,
+            out=out,
+            check=check,
+            img_dir=img_dir,
+            parts=parts,
+            num_images=num_images,
+            keypoints=keypoints,
+            image_size=image_size,
+            seed=seed,
+            margin=margin,
+            allow_outside_img_dir=allow_outside_img_dir,
+            split=split,
+            max_people=max_people,
+        )
     )
 
 
@@ -220,20 +202,19 @@ def inspect_checkpoint(
     ] = None,
 ) -> None:
     """Describe a checkpoint; with --preset, show what finetune --load-from would do with it."""
-    from posecli import checkpoints
+    from posecli.commands import inspect
+    from posecli.options import InspectOptions
 
-    settings = None
-    if preset is not None:
-        settings = build_settings(preset, {"model.head.out_channels": keypoints} if keypoints else {})
-    elif keypoints is not None:
-        raise PoseCliError("--keypoints changes the preset's head; it needs --preset")
-    checkpoints.run_inspect_command(
-        checkpoint,
-        settings=settings,
-        keypoint_map=keypoint_map,
-        as_json=as_json,
-        cache_dir=cache_dir,
-        timeout=timeout,
+    inspect.run(
+        InspectOptions(
+            checkpoint=checkpoint,
+            preset=preset,
+            keypoints=keypoints,
+            keypoint_map=keypoint_map,
+            as_json=as_json,
+            cache_dir=cache_dir,
+            timeout=timeout,
+        )
     )
 
 
@@ -290,6 +271,9 @@ def finetune(
     print_config: PrintConfigOpt = False,
 ) -> None:
     """Fine-tune a model: load a checkpoint, swap the head, train, evaluate, keep last/best checkpoints."""
+    from posecli.commands import finetune as finetune_command
+    from posecli.options import FinetuneOptions
+
     overrides: dict[str, Any] = {
         "model.head.out_channels": keypoints,
         "train.load_from": load_from,
@@ -318,24 +302,16 @@ def finetune(
         "train.log_interval": log_interval,
         "train.eval_before_train": eval_before,
     }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if load_from is not None or pretrained is not None:
-        # a source given on the command line replaces the preset's, never adds to it
-        overrides.setdefault("train.load_from", None)
-        overrides.setdefault("train.pretrained", None)
-    settings = build_settings(preset, overrides)
-    if print_config:
-        _print_config(settings)
-        return
-    from posecli.engine import train
-
-    preset_name = Path(preset).stem
-    train.run_finetune_command(
-        settings,
-        work_dir=work_dir or Path("work_dirs") / preset_name,
-        device=device.value,
-        resume=resume,
-        overwrite=overwrite,
+    finetune_command.run(
+        FinetuneOptions(
+            preset=preset,
+            overrides=overrides,
+            work_dir=work_dir,
+            device=device.value,
+            resume=resume,
+            overwrite=overwrite,
+            print_config=print_config,
+        )
     )
 
 
@@ -383,7 +359,8 @@ def evaluate(
     print_config: PrintConfigOpt = False,
 ) -> None:
     """Evaluate a checkpoint on a COCO-format set (flip test, DARK), or score a results file."""
-    from posecli.engine import evaluate as evaluate_mod
+    from posecli.commands import evaluate as evaluate_command
+    from posecli.options import EvaluateOptions
 
     test_overrides: dict[str, Any] = {
         "model.head.out_channels": keypoints,
@@ -400,21 +377,23 @@ def evaluate(
         "test.vis_thr": vis_thr,
         "train.workers": workers,
     }
-    evaluate_mod.run_evaluate_command(
-        checkpoint=checkpoint,
-        predictions=predictions,
-        preset=preset,
-        overrides={k: v for k, v in test_overrides.items() if v is not None},
-        ann_file=ann_file,
-        img_dir=img_dir,
-        dataset=dataset,
-        output_dir=output_dir,
-        device=device.value,
-        per_keypoint=per_keypoint,
-        save_vis=save_vis,
-        vis_gt=vis_gt,
-        cache_dir=cache_dir,
-        print_config=print_config,
+    evaluate_command.run(
+        EvaluateOptions(
+            checkpoint=checkpoint,
+            predictions=predictions,
+            preset=preset,
+            overrides=test_overrides,
+            ann_file=ann_file,
+            img_dir=img_dir,
+            dataset=dataset,
+            output_dir=output_dir,
+            device=device.value,
+            per_keypoint=per_keypoint,
+            save_vis=save_vis,
+            vis_gt=vis_gt,
+            cache_dir=cache_dir,
+            print_config=print_config,
+        )
     )
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,18 +20,12 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from posecli.datasets.meta import BUILTIN, DatasetMeta, load_builtin, resolve_meta
+from posecli.datasets.wholebody import WHOLEBODY_FIELDS, WHOLEBODY_PARTS, is_wholebody, merge_wholebody
 from posecli.errors import PoseCliError
+from posecli.files import is_finite_number, load_json_file
 
 STAT_NAMES = ("AP", "AP .5", "AP .75", "AP (M)", "AP (L)", "AR", "AR .5", "AR .75", "AR (M)", "AR (L)")
-# COCO-WholeBody: part name -> result/annotation field, in the order the 133 keypoints are concatenated.
-WHOLEBODY_FIELDS = {
-    "body": "keypoints",
-    "foot": "foot_kpts",
-    "face": "face_kpts",
-    "lefthand": "lefthand_kpts",
-    "righthand": "righthand_kpts",
-}
-WHOLEBODY_PARTS = {"body": (0, 17), "foot": (17, 23), "face": (23, 91), "lefthand": (91, 112), "righthand": (112, 133)}
+EXTRA_NAMES = ("PCK@0.05", "PCK@0.1", "PCK@0.2", "AUC", "EPE")  # extra_metrics; WholeBody adds <part>_AP/_AR
 WHOLEBODY_EVAL_PARTS = ("body", "foot", "face", "lefthand", "righthand", "wholebody")
 PCK_THRESHOLDS = (0.05, 0.1, 0.2)
 AUC_MAX_THRESHOLD = 0.5
@@ -140,35 +133,6 @@ def soft_oks_nms(
     return soft_oks_nms_decayed(people, oks_thr, sigmas, vis_thr, max_dets)[0]
 
 
-# ----------------------------------------------------------------------------------------- WholeBody fields
-def split_wholebody(kpts: np.ndarray | list[float]) -> dict[str, list[float]]:
-    """Flat 133x3 keypoints -> MMPose's split result fields (keypoints, foot_kpts, face_kpts, lefthand/righthand)."""
-    flat = np.asarray(kpts, dtype=np.float64).reshape(-1)
-    if flat.size != 133 * 3:
-        raise PoseCliError(f"COCO-WholeBody keypoints need 399 values (133 x 3), got {flat.size}")
-    return {
-        WHOLEBODY_FIELDS[part]: flat[3 * start : 3 * end].tolist() for part, (start, end) in WHOLEBODY_PARTS.items()
-    }
-
-
-def merge_wholebody(result: dict[str, Any]) -> list[float]:
-    """MMPose's split WholeBody fields of one result or annotation -> flat [x, y, s] * 133."""
-    flat: list[float] = []
-    for part, (start, end) in WHOLEBODY_PARTS.items():
-        name = WHOLEBODY_FIELDS[part]
-        values = result.get(name)
-        if not isinstance(values, list) or len(values) != 3 * (end - start):
-            got = f"{len(values)} values" if isinstance(values, list) else "nothing"
-            raise PoseCliError(f"'{name}' has {got}, expected {3 * (end - start)} ({end - start} keypoints x 3)")
-        flat.extend(values)
-    return flat
-
-
-def is_wholebody(meta: DatasetMeta) -> bool:
-    """True for the 133-keypoint COCO-WholeBody layout (evaluated per part like MMPose)."""
-    return meta.num_keypoints == 133 and dict(meta.parts) == WHOLEBODY_PARTS
-
-
 # ----------------------------------------------------------------------------------------- inputs
 @dataclass
 class _GtPerson:
@@ -199,17 +163,6 @@ class _GroundTruth:
     warnings: list[str]
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _read_json(path: str | Path, what: str) -> Any:
-    """A JSON file, refused early when over the POSECLI_MAX_ANN_BYTES size limit, unreadable or not JSON."""
-    from posecli.datasets.convert import load_json_file  # the one size-limited JSON reader
-
-    return load_json_file(path, what)
-
-
 def _flat_keypoints(entry: dict[str, Any], k: int, label: str, source: str) -> list[float]:
     """The entry's [x, y, s] * K, from `keypoints` or from the WholeBody split fields."""
     kpts = entry.get("keypoints")
@@ -223,7 +176,7 @@ def _flat_keypoints(entry: dict[str, Any], k: int, label: str, source: str) -> l
     else:
         got = f"{len(kpts)} values" if isinstance(kpts, list) else "no list"
         raise PoseCliError(f"{label}: 'keypoints' has {got}, expected {3 * k} ({k} keypoints x 3)", source)
-    if not all(_is_number(v) for v in values):
+    if not all(is_finite_number(v) for v in values):
         raise PoseCliError(f"{label}: keypoints contain a non-number or non-finite value", source)
     return values
 
@@ -238,7 +191,7 @@ def _load_gt(gt: dict[str, Any] | str | Path, meta: DatasetMeta, allow_outside_i
     from posecli.datasets.coco_format import effective_area, require_valid_coco
 
     source = "ground truth" if isinstance(gt, dict) else str(gt)
-    data = gt if isinstance(gt, dict) else _read_json(gt, "annotation file")
+    data = gt if isinstance(gt, dict) else load_json_file(gt, "annotation file")
     report = require_valid_coco(data, source, allow_outside_img_dir=allow_outside_img_dir)
     k = meta.num_keypoints
     people: list[_GtPerson] = []
@@ -280,19 +233,19 @@ def _normalize_results(results: list[Any], meta: DatasetMeta, source: str) -> li
         for key in ("image_id", "category_id", "score"):
             if key not in res:
                 raise PoseCliError(f"{label} has no '{key}'", source)
-        if not _is_number(res["score"]):
+        if not is_finite_number(res["score"]):
             raise PoseCliError(f"{label}: 'score' is not a finite number", source)
         kpts = np.asarray(_flat_keypoints(res, k, label, source), dtype=np.float64).reshape(k, 3)
         if use_bbox:
             bbox = res.get("bbox")
-            if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
                 raise PoseCliError(f"{label}: 'bbox' must be [x, y, w, h] (the first result has one)", source)
             area = float(bbox[2] * bbox[3])
         else:
             # MMPose writes WholeBody results split, so loadRes sees only the 17 body keypoints in `keypoints`.
             xy = kpts[:17, :2] if wholebody else kpts[:, :2]
             area = float((xy[:, 0].max() - xy[:, 0].min()) * (xy[:, 1].max() - xy[:, 1].min()))
-        part_scores = {key: float(v) for key, v in res.items() if key.endswith("_score") and _is_number(v)}
+        part_scores = {key: float(v) for key, v in res.items() if key.endswith("_score") and is_finite_number(v)}
         out.append(
             _Prediction(
                 index=i,
@@ -321,7 +274,7 @@ def _check_ids(gt: _GroundTruth, preds: list[_Prediction], source: str) -> None:
 
 def load_results(path: str | Path, meta: DatasetMeta) -> list[dict[str, Any]]:
     """Read a COCO keypoint results file (flat or WholeBody split fields) as flat results of meta's K keypoints."""
-    data = _read_json(path, "results file")
+    data = load_json_file(path, "results file")
     preds = _normalize_results(data, meta, str(path))
     out = []
     for pred, raw in zip(preds, data, strict=True):
@@ -610,9 +563,9 @@ def score_results_file(
     """
     from posecli.datasets.coco_format import require_valid_coco
 
-    gt_data = _read_json(ann_file, "annotation file")
+    gt_data = load_json_file(ann_file, "annotation file")
     require_valid_coco(gt_data, ann_file, allow_outside_img_dir)  # the verdict of --check, before the meta is read
-    raw = _read_json(predictions, "results file")
+    raw = load_json_file(predictions, "results file")
     meta = resolve_meta(dataset, ann_file) if dataset is not None else infer_meta(raw, gt_data, ann_file)
     try:
         truth = _load_gt(gt_data, meta, allow_outside_img_dir)

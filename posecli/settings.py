@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from posecli.errors import PoseCliError
+from posecli.files import check_document_size
 
 _Side = Annotated[int, Field(ge=1, le=8192)]  # image or heatmap side in pixels; more would not fit in memory
 MAX_PRESET_BYTES = 1024**2  # a preset is a few KB of YAML
@@ -426,8 +427,6 @@ def resolve_preset_path(preset: str) -> Path:
 
 def load_preset_dict(preset: str) -> tuple[dict[str, Any], Path]:
     """Read a preset YAML into a plain dict (not yet validated)."""
-    from posecli.datasets.meta import check_document_size
-
     path = resolve_preset_path(preset)
     try:
         if path.stat().st_size > MAX_PRESET_BYTES:
@@ -489,16 +488,21 @@ def validate_settings(data: dict[str, Any], source: str) -> Settings:
         raise PoseCliError(format_validation_error(exc, source)) from None
 
 
+def settings_with_overrides(data: dict[str, Any], overrides: dict[str, Any] | None, source: str) -> Settings:
+    """A copy of a settings dict (a preset, or one recorded in a checkpoint) with dotted-key overrides, validated."""
+    data = copy.deepcopy(data)
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    return validate_settings(data, source)
+
+
 def load_settings(preset: str, overrides: dict[str, Any] | None = None) -> Settings:
     """Load a preset (name or path), apply dotted-key overrides (flags win; None clears a field), validate."""
     data, path = load_preset_dict(preset)
-    data = copy.deepcopy(data)
     dataset = data.get("dataset")
     if isinstance(dataset, str) and not Path(dataset).is_absolute() and (path.parent / dataset).is_file():
-        data["dataset"] = str(path.parent / dataset)  # a meta file named relative to the preset (presets import)
-    for key, value in (overrides or {}).items():
-        set_dotted(data, key, value)
-    return validate_settings(data, str(path))
+        data = {**data, "dataset": str(path.parent / dataset)}  # a meta file named relative to the preset (import)
+    return settings_with_overrides(data, overrides, str(path))
 
 
 def settings_to_yaml(settings: Settings) -> str:

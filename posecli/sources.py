@@ -19,12 +19,15 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
 
 from posecli.errors import PoseCliError
+
+if TYPE_CHECKING:
+    from posecli.checkpoints import DownloadProgress
 
 IMAGE_EXTENSIONS = frozenset(
     [
@@ -263,7 +266,7 @@ def load_bbox_file(
     warn: Warn = lambda _: None,
 ) -> FileBoxes:
     """Read a bbox file (COCO detections + ann file, or records with file_name) and attach its boxes to inputs."""
-    from posecli.datasets.convert import load_json_file  # size-limited JSON reader
+    from posecli.files import load_json_file  # size-limited JSON reader
 
     if not bbox_file.is_file():
         raise PoseCliError("bbox file not found" if not bbox_file.exists() else "bbox file is not a file", bbox_file)
@@ -376,7 +379,7 @@ def detector_weights_url(name: str) -> tuple[str, int]:
     return weights.url, person
 
 
-def detector_weights_file(name: str, cache_dir: Path | None = None) -> Path:
+def detector_weights_file(name: str, cache_dir: Path | None = None, progress: DownloadProgress | None = None) -> Path:
     """The detector's weights file: torchvision's cache if it holds it, else downloaded into posecli's cache.
 
     Downloads follow the checkpoint rules (progress bar, the sha256 prefix in torchvision's file names checked);
@@ -392,7 +395,7 @@ def detector_weights_file(name: str, cache_dir: Path | None = None) -> Path:
     if torch_cached.is_file():
         return torch_cached
     try:
-        return download_checkpoint(url, cache_dir)
+        return download_checkpoint(url, cache_dir, progress=progress)
     except PoseCliError as exc:
         target = cached_path(url, cache_dir)
         raise PoseCliError(
@@ -405,7 +408,15 @@ def detector_weights_file(name: str, cache_dir: Path | None = None) -> Path:
 class PersonDetector:
     """A torchvision detector returning person boxes (x, y, w, h) with scores for BGR images."""
 
-    def __init__(self, name: str, weights: Path | None, device: Any, score_thr: float, cache_dir: Path | None = None):
+    def __init__(
+        self,
+        name: str,
+        weights: Path | None,
+        device: Any,
+        score_thr: float,
+        cache_dir: Path | None = None,
+        progress: DownloadProgress | None = None,
+    ):
         """Build ``name`` and load its weights (a local state_dict file, or torchvision's COCO weights)."""
         import torch
         import torchvision
@@ -417,7 +428,7 @@ class PersonDetector:
             raise PoseCliError(f"unknown detector '{name}'; torchvision has: {', '.join(names)}")
         person = 1
         if weights is None:
-            weights = detector_weights_file(name, cache_dir)
+            weights = detector_weights_file(name, cache_dir, progress)
             _, person = detector_weights_url(name)
         elif not Path(weights).is_file():
             raise PoseCliError("detector weights not found", weights)

@@ -9,6 +9,7 @@ Conventions: a person is framed by ``center_xy`` (2,) and ``scale_wh`` (2,), the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -155,6 +156,21 @@ def flip_center(center: np.ndarray, image_width: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------- augmentations
+@dataclass(frozen=True)
+class TrainAugmentation:
+    """The train-time augmentation recipe (MMPose 0.x TopDownRandomShiftBboxCenter, TopDownRandomFlip,
+    TopDownHalfBodyTransform, TopDownGetRandomScaleRotation), applied in that order."""
+
+    shift_factor: float = 0.16  # center shift, in box sizes
+    shift_prob: float = 0.3
+    flip_prob: float = 0.5
+    num_joints_half_body: int = 8  # half-body only for people with more visible joints than this
+    prob_half_body: float = 0.3
+    rot_factor: float = 40.0  # degrees
+    scale_factor: float = 0.5
+    rot_prob: float = 0.6
+
+
 def random_shift_center(
     center: np.ndarray, scale: np.ndarray, shift_factor: float, prob: float, rng: np.random.Generator
 ) -> np.ndarray:

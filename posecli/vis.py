@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from posecli.atomic import atomic_write_with
+from posecli.datasets.coco import read_keypoints
 from posecli.datasets.meta import DatasetMeta
 from posecli.errors import PoseCliError
 
@@ -131,3 +133,49 @@ def write_jpeg(path: str | Path, image_bgr: np.ndarray, quality: int = 92) -> No
     if not ok:
         raise PoseCliError("cannot encode the visualisation as JPEG", path)
     atomic_write_with(path, lambda fh: fh.write(buf.tobytes()))
+
+
+def save_visualisations(
+    vis_dir: Path,
+    results: list[dict[str, Any]],
+    gt_data: dict[str, Any],
+    img_dir: Path,
+    meta: DatasetMeta,
+    num_images: int,
+    kpt_thr: float,
+    with_gt: bool,
+    allow_outside: bool = False,
+) -> list[Path]:
+    """Draw the results (flat ``keypoints``) of the first ``num_images`` images that have any into vis_dir as JPEG."""
+    images = {img["id"]: img for img in gt_data.get("images", [])}
+    by_image: dict[Any, list[dict[str, Any]]] = {}
+    for res in results:
+        by_image.setdefault(res["image_id"], []).append(res)
+    gt_by_image: dict[Any, list[dict[str, Any]]] = {}
+    for ann in gt_data.get("annotations", []):
+        if not ann.get("iscrowd"):
+            gt_by_image.setdefault(ann["image_id"], []).append(ann)
+    written: list[Path] = []
+    for image_id, people in by_image.items():
+        if len(written) >= num_images:
+            break
+        img = images.get(image_id)
+        if img is None:
+            continue
+        name = str(img["file_name"])
+        path = img_dir / name
+        if (Path(name).is_absolute() or ".." in Path(name).parts) and not allow_outside:
+            continue  # the dataset refuses such paths; drawings follow the same rule
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # (H, W, 3) BGR
+        if image is None:
+            raise PoseCliError("cannot read image for --save-vis", path)
+        gt = []
+        if with_gt:
+            gt = [read_keypoints(ann, meta.num_keypoints, "ground truth")[0] for ann in gt_by_image.get(image_id, [])]
+        preds = [np.asarray(p["keypoints"], dtype=np.float64).reshape(meta.num_keypoints, 3) for p in people]
+        canvas = draw_poses(image, preds, meta, kpt_thr, ground_truth=gt, scores=[p["score"] for p in people])
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem)
+        out = vis_dir / f"{image_id}_{stem}.jpg"
+        write_jpeg(out, canvas)
+        written.append(out)
+    return written

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 REFERENCE = Path(__file__).resolve().parent / "reference"  # copied from MMPose runs; see its README.md
+E2E = REFERENCE / "e2e"  # MMPose's end-to-end reference: images, boxes, the small HRNet checkpoint, its results
+E2E_PRESET = Path(__file__).resolve().parent / "presets" / "e2e_small_hrnet.yaml"  # that small HRNet as a preset
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

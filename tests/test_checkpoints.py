@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import importlib.resources
 import math
 import os
 import socket
@@ -118,7 +119,7 @@ def test_local_path_file_url_and_missing(tmp_path: Path) -> None:
 def test_builtin_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "assets").mkdir()
     save_obj(tmp_path / "assets" / "demo_coco17.pth", {"backbone.x": torch.zeros(1)})
-    monkeypatch.setattr(ck.resources, "files", lambda package: tmp_path)
+    monkeypatch.setattr(importlib.resources, "files", lambda package: tmp_path)
     assert ck.resolve_source("builtin://demo_coco17.pth") == tmp_path / "assets" / "demo_coco17.pth"
     with pytest.raises(PoseCliError, match=r"no built-in checkpoint 'other.pth' \(shipped: demo_coco17.pth\)"):
         ck.resolve_source("builtin://other.pth")
@@ -131,7 +132,7 @@ def test_download_then_cache_reuse_without_network(tmp_path: Path, server) -> No
     state = tiny_model().state_dict()
     save_obj(root / "tiny.pth", in_convention(state, "mmpose0"))
     cache = tmp_path / "cache"
-    got = ck.resolve_source(f"{base}/tiny.pth?raw=1", cache_dir=cache, progress=False)
+    got = ck.resolve_source(f"{base}/tiny.pth?raw=1", cache_dir=cache)
     assert got == cache / "tiny.pth"
     assert got.read_bytes() == (root / "tiny.pth").read_bytes()
     assert hits == ["/tiny.pth?raw=1"]
@@ -146,7 +147,7 @@ def test_cache_dir_from_env(tmp_path: Path, server, monkeypatch: pytest.MonkeyPa
     root, base, _ = server
     (root / "w.pth").write_bytes(b"x" * 10)
     monkeypatch.setenv("POSECLI_CACHE", str(tmp_path / "root"))
-    assert ck.resolve_source(f"{base}/w.pth", progress=False) == tmp_path / "root" / "checkpoints" / "w.pth"
+    assert ck.resolve_source(f"{base}/w.pth") == tmp_path / "root" / "checkpoints" / "w.pth"
 
 
 def test_hash_named_download_good_and_bad(tmp_path: Path, server) -> None:
@@ -157,9 +158,9 @@ def test_hash_named_download_good_and_bad(tmp_path: Path, server) -> None:
     (root / good).write_bytes(payload)
     (root / bad).write_bytes(payload)
     cache = tmp_path / "cache"
-    assert ck.resolve_source(f"{base}/{good}", cache_dir=cache, progress=False).read_bytes() == payload
+    assert ck.resolve_source(f"{base}/{good}", cache_dir=cache).read_bytes() == payload
     with pytest.raises(PoseCliError) as err:
-        ck.resolve_source(f"{base}/{bad}", cache_dir=cache, progress=False)
+        ck.resolve_source(f"{base}/{bad}", cache_dir=cache)
     assert f"the file name says deadbeef, the download's sha256 starts {sha[:8]}" in str(err.value)
     assert sorted(p.name for p in cache.iterdir()) == [good]  # the bad download is deleted (and no .part)
 
@@ -182,28 +183,28 @@ def test_download_errors_are_one_line(tmp_path: Path, server, monkeypatch: pytes
     root, base, _ = server
     cache = tmp_path / "cache"
     with pytest.raises(PoseCliError, match="download failed: HTTP 404") as err:
-        ck.resolve_source(f"{base}/missing.pth", cache_dir=cache, progress=False)
+        ck.resolve_source(f"{base}/missing.pth", cache_dir=cache)
     assert "\n" not in str(err.value) and str(err.value).startswith(f"{base}/missing.pth: ")
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with pytest.raises(PoseCliError, match="connection refused"):
-        ck.resolve_source(f"http://127.0.0.1:{port}/x.pth", cache_dir=cache, progress=False)
+        ck.resolve_source(f"http://127.0.0.1:{port}/x.pth", cache_dir=cache)
 
     (root / "slow").mkdir()
     (root / "slow" / "s.pth").write_bytes(b"x")
     monkeypatch.setenv("POSECLI_DOWNLOAD_TIMEOUT", "0.3")
     with pytest.raises(PoseCliError, match="download timed out after 0.3 s"):
-        ck.resolve_source(f"{base}/slow/s.pth", cache_dir=cache, progress=False)
+        ck.resolve_source(f"{base}/slow/s.pth", cache_dir=cache)
 
     (root / "big.pth").write_bytes(b"x" * 5000)
     monkeypatch.setenv("POSECLI_MAX_DOWNLOAD_BYTES", "4096")
     with pytest.raises(PoseCliError, match=r"download is 4.9 KB, over the 4.0 KB limit"):
-        ck.resolve_source(f"{base}/big.pth", cache_dir=cache, progress=False)
+        ck.resolve_source(f"{base}/big.pth", cache_dir=cache)
     monkeypatch.setenv("POSECLI_MAX_DOWNLOAD_BYTES", "lots")
     with pytest.raises(PoseCliError, match="POSECLI_MAX_DOWNLOAD_BYTES='lots' is not an integer"):
-        ck.resolve_source(f"{base}/big.pth", cache_dir=cache, progress=False)
+        ck.resolve_source(f"{base}/big.pth", cache_dir=cache)
     assert not cache.exists() or list(cache.iterdir()) == []  # failed downloads leave nothing behind
 
 

@@ -14,14 +14,14 @@ import pytest
 import torch
 
 import posecli.datasets.coco_format as coco_format
-from posecli.datasets.coco import TopDownCocoDataset, read_image_rgb
+from posecli.datasets.coco import read_image_rgb
 from posecli.datasets.meta import load_builtin
+from posecli.engine.data import build_dataset
 from posecli.errors import PoseCliError
 from posecli.settings import DataSettings
 from posecli.transforms import affine_points, bbox_xywh_to_center_scale, clip_bbox_xywh, get_affine_transform
 
 torch.set_num_threads(1)
-REFERENCE_WHOLEBODY = Path(__file__).resolve().parent / "reference" / "wholebody" / "annotations.json"
 
 NO_AUG = dict(shift_prob=0.0, flip_prob=0.0, prob_half_body=0.0, scale_factor=0.0, rot_prob=0.0)
 
@@ -88,7 +88,7 @@ def coco(tmp_path: Path) -> tuple[Path, Path]:
 # ------------------------------------------------------------------------------------------- samples
 def test_train_skips_crowd_unlabelled_and_empty_boxes(coco: tuple[Path, Path]) -> None:
     ann, img_dir = coco
-    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+    ds = build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
     assert len(ds) == 2
     assert [s.ann_id for s in ds.samples] == [1, 4]
     assert [s.image_id for s in ds.samples] == [1, 2]
@@ -102,7 +102,7 @@ def test_train_skips_crowd_unlabelled_and_empty_boxes(coco: tuple[Path, Path]) -
 def test_val_with_gt_boxes_keeps_the_same_people_as_mmpose(coco: tuple[Path, Path]) -> None:
     """MMPose 0.x also drops unlabelled people when evaluating on ground-truth boxes (COCOeval ignores them)."""
     ann, img_dir = coco
-    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False)
+    ds = build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False)
     assert [s.ann_id for s in ds.samples] == [1, 4]
     assert ds.coco.getAnnIds() == [1, 2, 3, 4, 5, 6]  # the full ground truth for the evaluator
 
@@ -118,7 +118,7 @@ def test_detection_boxes_filtered_by_score(coco: tuple[Path, Path], tmp_path: Pa
     bbox_file = tmp_path / "dets.json"
     bbox_file.write_text(json.dumps(dets))
     meta, data = load_builtin("coco"), data_settings()
-    ds = TopDownCocoDataset(ann, img_dir, meta, data, train=False, bbox_file=bbox_file, det_bbox_thr=0.5)
+    ds = build_dataset(ann, img_dir, meta, data, train=False, bbox_file=bbox_file, det_bbox_thr=0.5)
     assert [(s.image_id, s.bbox_score) for s in ds.samples] == [(1, pytest.approx(0.9)), (2, pytest.approx(0.6))]
     np.testing.assert_allclose(ds.samples[1].bbox, [31.5, 20, 50, 60])  # detections are not clipped
     item = ds[1]
@@ -128,13 +128,13 @@ def test_detection_boxes_filtered_by_score(coco: tuple[Path, Path], tmp_path: Pa
     assert item["bbox_score"] == pytest.approx(0.6)
     assert item["area"] == pytest.approx(float(np.prod(scale * 200)), rel=1e-6)
     assert float(item["target_weight"].sum()) == 0.0  # no ground truth for a detection
-    all_dets = TopDownCocoDataset(ann, img_dir, meta, data, train=False, bbox_file=bbox_file, with_target=False)
+    all_dets = build_dataset(ann, img_dir, meta, data, train=False, bbox_file=bbox_file, with_target=False)
     assert len(all_dets) == 3
     assert "target" not in all_dets[2] and torch.equal(all_dets[2]["image"], item["image"])
 
     bbox_file.write_text(json.dumps([{"image_id": 77, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 1.0}]))
     with pytest.raises(PoseCliError, match="image_id 77") as exc:
-        TopDownCocoDataset(ann, img_dir, meta, data, train=False, bbox_file=bbox_file)
+        build_dataset(ann, img_dir, meta, data, train=False, bbox_file=bbox_file)
     assert exc.value.path == str(bbox_file)
 
 
@@ -159,20 +159,20 @@ def test_wholebody_split_fields_read_as_133_in_mmpose_order(tmp_path: Path) -> N
     ann_file = tmp_path / "wb.json"
     ann_file.write_text(json.dumps(data))
 
-    ds = TopDownCocoDataset(ann_file, img_dir, load_builtin("coco_wholebody"), data_settings(), train=True)
+    ds = build_dataset(ann_file, img_dir, load_builtin("coco_wholebody"), data_settings(), train=True)
     s = ds.samples[0]
     np.testing.assert_allclose(s.keypoints, kp[:, :2])
     np.testing.assert_array_equal(s.visible, (kp[:, 2] > 0).astype(np.float32))
     assert s.visible[130] == 0 and s.visible.sum() == 132
     assert ds[0]["target"].shape == (133, 16, 12)
 
-    body = TopDownCocoDataset(ann_file, img_dir, load_builtin("body_foot"), data_settings(), train=True)
+    body = build_dataset(ann_file, img_dir, load_builtin("body_foot"), data_settings(), train=True)
     np.testing.assert_allclose(body.samples[0].keypoints, kp[:23, :2])  # keypoints + foot_kpts
 
     ann["face_kpts"] = ann["face_kpts"][:-3]  # 67 face points
     ann_file.write_text(json.dumps(data))
     with pytest.raises(PoseCliError, match=r"annotation id 9: .*face_kpts \(201\).* expected 3 x 133 = 399") as exc:
-        TopDownCocoDataset(ann_file, img_dir, load_builtin("coco_wholebody"), data_settings(), train=True)
+        build_dataset(ann_file, img_dir, load_builtin("coco_wholebody"), data_settings(), train=True)
     assert exc.value.path == str(ann_file)
 
 
@@ -182,10 +182,10 @@ def _write_images(img_dir: Path, images: list[dict[str, Any]]) -> None:
         cv2.imwrite(str(img_dir / img["file_name"]), np.zeros((img["height"], img["width"], 3), np.uint8))
 
 
-def test_real_format_wholebody_file_loads_with_float_confidences(tmp_path: Path) -> None:
+def test_real_format_wholebody_file_loads_with_float_confidences(tmp_path: Path, reference_dir: Path) -> None:
     """The reference COCO-WholeBody sample loads as 133 keypoints. Real COCO-WholeBody files also hold detector
     confidences (0.104, 1.37 ...) as the third value of face/hand points: accepted there, v > 0 = labelled."""
-    data = json.loads(REFERENCE_WHOLEBODY.read_text())
+    data = json.loads((reference_dir / "wholebody" / "annotations.json").read_text())
     img_dir = tmp_path / "images"
     _write_images(img_dir, data["images"])
     meta = load_builtin("coco_wholebody")
@@ -194,7 +194,7 @@ def test_real_format_wholebody_file_loads_with_float_confidences(tmp_path: Path)
     assert len(people) == 16 < len(data["annotations"])
 
     def check(ann_file: Path) -> None:
-        ds = TopDownCocoDataset(ann_file, img_dir, meta, data_settings(), train=False, with_target=False)
+        ds = build_dataset(ann_file, img_dir, meta, data_settings(), train=False, with_target=False)
         assert [s.ann_id for s in ds.samples] == [a["id"] for a in people]
         for s, a in zip(ds.samples, people, strict=True):
             kp = np.concatenate([np.asarray(a[f], np.float32).reshape(-1, 3) for f in fields])  # (133, 3)
@@ -202,7 +202,7 @@ def test_real_format_wholebody_file_loads_with_float_confidences(tmp_path: Path)
             np.testing.assert_array_equal(s.visible, (kp[:, 2] > 0).astype(np.float32))
         assert ds[0]["image"].shape == (3, 64, 48)
 
-    check(REFERENCE_WHOLEBODY)
+    check(reference_dir / "wholebody" / "annotations.json")
     person = people[0]
     person["righthand_kpts"][2::3] = [0.104, 0.0, 0.53] + [0.2] * 18
     person["face_kpts"][5] = 1.37
@@ -214,12 +214,12 @@ def test_real_format_wholebody_file_loads_with_float_confidences(tmp_path: Path)
     with pytest.raises(
         PoseCliError, match=rf"id {person['id']}: 'face_kpts' holds a value that is not a finite number"
     ):
-        TopDownCocoDataset(edited, img_dir, meta, data_settings(), train=False)
+        build_dataset(edited, img_dir, meta, data_settings(), train=False)
     person["face_kpts"][9] = 1.0
     person["keypoints"][2] = 0.5  # but the COCO body field keeps COCO's 0/1/2 flags
     edited.write_text(json.dumps(data))
     with pytest.raises(PoseCliError, match=rf"annotation id {person['id']}: 'keypoints' visibility values \[0\.5\]"):
-        TopDownCocoDataset(edited, img_dir, meta, data_settings(), train=False)
+        build_dataset(edited, img_dir, meta, data_settings(), train=False)
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -231,7 +231,7 @@ def test_wrong_keypoint_count_names_the_annotation(coco: tuple[Path, Path]) -> N
     with pytest.raises(
         PoseCliError, match=r"annotation id 4: 'keypoints' has 54 values, category 1 needs 51 \(3 x 17 keypoints\)"
     ) as e:
-        TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+        build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
     assert e.value.path == str(ann)
 
 
@@ -313,7 +313,7 @@ def test_malformed_annotation_file_names_the_file(coco: tuple[Path, Path], edit:
     new = edit(json.loads(ann.read_text()))
     ann.write_text(new if isinstance(new, str) else json.dumps(new))
     with pytest.raises(PoseCliError, match=message) as exc:
-        TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+        build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
     assert exc.value.path == str(ann)
 
 
@@ -325,12 +325,12 @@ def test_flat_boxes_refused_only_for_labelled_non_crowd_people(coco: tuple[Path,
     data["annotations"][1]["bbox"] = [0, 0, 0, 80]  # the crowd (labelled keypoints)
     data["annotations"][2]["bbox"] = [60, 20, -30, 40]  # the unlabelled person
     ann.write_text(json.dumps(data))
-    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=train)
+    ds = build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=train)
     assert [s.ann_id for s in ds.samples] == [1, 4]
     data["annotations"][3]["bbox"] = [30, 20, 50, 0.0]  # half-labelled person 4
     ann.write_text(json.dumps(data))
     with pytest.raises(PoseCliError) as exc:
-        TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=train)
+        build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=train)
     assert str(exc.value) == f"{ann}: annotation id 4: bbox [30, 20, 50, 0.0] has a non-positive width or height"
 
 
@@ -340,7 +340,7 @@ def test_ids_fields_and_sizes_filled_when_absent(coco: tuple[Path, Path]) -> Non
     for key in ("area", "num_keypoints", "iscrowd"):
         del data["annotations"][3][key]
     ann.write_text(json.dumps(data))
-    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False)
+    ds = build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False)
     person = ds.coco.anns[4]
     assert (person["num_keypoints"], person["iscrowd"]) == (9, 0)
     assert "area" not in person  # left absent: evaluation uses 0.53 x box area (MMPose's rule), see coco_format
@@ -353,14 +353,14 @@ def test_keypoint_check_in_chunks_names_the_annotation(
     """Keypoint values are checked in numpy passes of KEYPOINT_CHUNK_VALUES values (here ~one annotation)."""
     monkeypatch.setattr(coco_format, "KEYPOINT_CHUNK_VALUES", 60)
     ann, img_dir = coco
-    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+    ds = build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
     assert [s.ann_id for s in ds.samples] == [1, 4]
     for ann_id, index, value in [(4, 5, 7), (6, 0, float("-inf")), (1, 50, 2.5)]:
         data = json.loads(ann.read_text())
         data["annotations"][ann_id - 1]["keypoints"][index] = value
         (ann.parent / "bad.json").write_text(json.dumps(data))
         with pytest.raises(PoseCliError, match=rf"annotation id {ann_id}: 'keypoints' ") as exc:
-            TopDownCocoDataset(ann.parent / "bad.json", img_dir, load_builtin("coco"), data_settings(), train=True)
+            build_dataset(ann.parent / "bad.json", img_dir, load_builtin("coco"), data_settings(), train=True)
         assert exc.value.path == str(ann.parent / "bad.json")
 
 
@@ -371,21 +371,21 @@ def test_annotation_file_size_limit_and_truncation(
     size = ann.stat().st_size
     monkeypatch.setenv("POSECLI_MAX_ANN_BYTES", str(size - 1))
     with pytest.raises(PoseCliError, match=rf"annotation file is {size:,} bytes, over the {size - 1:,}-byte limit"):
-        TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+        build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
     monkeypatch.setenv("POSECLI_MAX_ANN_BYTES", str(size))
-    TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+    build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
     dets = tmp_path / "dets.json"
     dets.write_text(json.dumps([{"image_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}] * 100))
     with pytest.raises(PoseCliError, match="detection results file is .* bytes, over the") as exc:
-        TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False, bbox_file=dets)
+        build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False, bbox_file=dets)
     assert exc.value.path == str(dets)
     monkeypatch.delenv("POSECLI_MAX_ANN_BYTES")
     text = ann.read_text()
     ann.write_text(text[: len(text) // 2])  # an interrupted download
     with pytest.raises(PoseCliError, match=r"not valid JSON: it stops before the JSON is complete.*\(truncated\?\)"):
-        TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+        build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
     with pytest.raises(PoseCliError, match="annotation file not found"):
-        TopDownCocoDataset(tmp_path / "nope.json", img_dir, load_builtin("coco"), data_settings(), train=True)
+        build_dataset(tmp_path / "nope.json", img_dir, load_builtin("coco"), data_settings(), train=True)
 
 
 @pytest.mark.parametrize(
@@ -401,7 +401,7 @@ def test_bad_detection_values_are_refused(coco: tuple[Path, Path], tmp_path: Pat
     dets = tmp_path / "dets.json"
     dets.write_text(json.dumps([det]))
     with pytest.raises(PoseCliError, match=message) as exc:
-        TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False, bbox_file=dets)
+        build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False, bbox_file=dets)
     assert exc.value.path == str(dets)
 
 
@@ -409,17 +409,17 @@ def test_missing_image_is_refused_when_the_dataset_is_built(tmp_path: Path) -> N
     """Only images that give a sample must exist (c.png has no people)."""
     ann, img_dir = write_coco(tmp_path, images={"a.png": (100, 80), "b.png": (120, 90), "c.png": (30, 20)})
     (img_dir / "c.png").unlink()
-    assert len(TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)) == 2
+    assert len(build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)) == 2
     (img_dir / "b.png").unlink()
     for train in (True, False):
         with pytest.raises(PoseCliError, match=rf"image file not found \(listed in {ann}\)") as exc:
-            TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=train)
+            build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=train)
         assert exc.value.path == str(img_dir / "b.png")
 
 
 def test_missing_and_unreadable_images_name_the_file(coco: tuple[Path, Path]) -> None:
     ann, img_dir = coco
-    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+    ds = build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
     ds.check_image_files()
     (img_dir / "b.png").unlink()
     with pytest.raises(PoseCliError, match="image file not found") as exc:
@@ -442,9 +442,9 @@ def test_file_names_escaping_the_image_folder_are_refused(tmp_path: Path) -> Non
     root = tmp_path / "ds"
     ann, img_dir = write_coco(root, images={"../outside.png": (100, 80), "b.png": (120, 90)})
     with pytest.raises(PoseCliError, match=r"image id 1: file_name '\.\./outside\.png' points outside") as exc:
-        TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+        build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
     assert exc.value.path == str(ann)
-    ok = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(allow_outside_img_dir=True), train=True)
+    ok = build_dataset(ann, img_dir, load_builtin("coco"), data_settings(allow_outside_img_dir=True), train=True)
     assert ok[0]["image"].shape == (3, 64, 48)
 
 
@@ -455,14 +455,14 @@ def test_images_are_rgb_after_reading_bgr_from_disk(tmp_path: Path) -> None:
     blue_bgr[..., 0] = 255  # OpenCV writes BGR: this file is pure blue
     cv2.imwrite(str(img_dir / "a.png"), blue_bgr)
     assert read_image_rgb(img_dir / "a.png")[0, 0].tolist() == [0, 0, 255]
-    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False)
+    ds = build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False)
     pixel = ds[0]["image"][:, 32, 24].numpy()  # crop centre lies inside the image
     np.testing.assert_allclose(pixel, [-0.485 / 0.229, -0.456 / 0.224, (1 - 0.406) / 0.225], rtol=1e-5)
 
 
 def test_val_item_targets_peak_where_the_keypoints_are(coco: tuple[Path, Path]) -> None:
     ann, img_dir = coco
-    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False)
+    ds = build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False)
     item = ds[1]
     assert item["image"].shape == (3, 64, 48) and item["image"].dtype == torch.float32
     assert item["target"].shape == (17, 16, 12) and item["target_weight"].shape == (17, 1)
@@ -487,16 +487,16 @@ def test_val_item_targets_peak_where_the_keypoints_are(coco: tuple[Path, Path]) 
 def test_joint_weights_multiply_target_weights(coco: tuple[Path, Path]) -> None:
     ann, img_dir = coco
     meta = load_builtin("coco")
-    ds = TopDownCocoDataset(ann, img_dir, meta, data_settings(use_different_joint_weights=True), train=False)
+    ds = build_dataset(ann, img_dir, meta, data_settings(use_different_joint_weights=True), train=False)
     np.testing.assert_allclose(ds[0]["target_weight"].numpy()[:, 0], meta.joint_weights)
 
 
 def test_forced_flip_mirrors_crop_and_swaps_keypoint_slots(coco: tuple[Path, Path]) -> None:
     ann, img_dir = coco
     meta = load_builtin("coco")
-    plain = TopDownCocoDataset(ann, img_dir, meta, data_settings(**NO_AUG), train=True, rng_seed=0)[0]
+    plain = build_dataset(ann, img_dir, meta, data_settings(**NO_AUG), train=True, rng_seed=0)[0]
     flip_aug = NO_AUG | {"flip_prob": 1.0}
-    flipped = TopDownCocoDataset(ann, img_dir, meta, data_settings(**flip_aug), train=True, rng_seed=0)[0]
+    flipped = build_dataset(ann, img_dir, meta, data_settings(**flip_aug), train=True, rng_seed=0)[0]
     # crop column j of the flipped sample shows crop column W - j of the plain one (MMPose's half-pixel shift), up
     # to OpenCV's fixed-point warp: sample positions rounded to 1/32 px on a noise image (neighbours differ by up
     # to 255 grey levels) move a value by at most 255/32 grey levels = 1/32/std after normalisation
@@ -513,8 +513,8 @@ def test_forced_flip_mirrors_crop_and_swaps_keypoint_slots(coco: tuple[Path, Pat
 def test_seeded_augmentation_is_reproducible_and_changes_per_epoch(coco: tuple[Path, Path]) -> None:
     ann, img_dir = coco
     meta, data = load_builtin("coco"), data_settings(flip_prob=0.5, rot_prob=1.0)
-    one = TopDownCocoDataset(ann, img_dir, meta, data, train=True, rng_seed=3)
-    two = TopDownCocoDataset(ann, img_dir, meta, data, train=True, rng_seed=3)
+    one = build_dataset(ann, img_dir, meta, data, train=True, rng_seed=3)
+    two = build_dataset(ann, img_dir, meta, data, train=True, rng_seed=3)
     for i in range(2):
         a, b = one[i], two[i]
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["target"], b["target"])
@@ -526,12 +526,12 @@ def test_seeded_augmentation_is_reproducible_and_changes_per_epoch(coco: tuple[P
 
 def test_dataloader_workers_give_the_same_batches(coco: tuple[Path, Path]) -> None:
     ann, img_dir = coco
-    ds = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True, rng_seed=5)
+    ds = build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True, rng_seed=5)
     serial = next(iter(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=0)))
     parallel = next(iter(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)))
     assert torch.equal(serial["image"], parallel["image"]) and torch.equal(serial["center"], parallel["center"])
 
-    unseeded = TopDownCocoDataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
+    unseeded = build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
     runs = []
     for _ in range(2):
         torch.manual_seed(11)  # worker seeds derive from torch's seed

@@ -13,7 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from posecli.cli import app
-from posecli.datasets.convert import check_coco_file, meta_path_for
+from posecli.datasets.coco_format import check_coco_file
+from posecli.datasets.converters import meta_path_for
 from posecli.datasets.meta import load_builtin, load_meta_file
 
 runner = CliRunner()
@@ -628,9 +629,9 @@ def test_command_usage_errors_exit_2(args: list[str], message: str) -> None:
     assert message in result.output
 
 
-def test_wholebody_real_format_confidences_become_flags(tmp_path: Path) -> None:
+def test_wholebody_real_format_confidences_become_flags(tmp_path: Path, reference_dir: Path) -> None:
     """Real COCO-WholeBody files hold detector confidences in the face/hand/foot fields: v > 0 = labelled."""
-    repo_ref = Path(__file__).resolve().parent / "reference" / "wholebody" / "annotations.json"
+    repo_ref = reference_dir / "wholebody" / "annotations.json"
     data = json.loads(repo_ref.read_text())
     for ann in data["annotations"]:
         ann["lefthand_kpts"][2::3] = [0.104 if v > 0 else 0 for v in ann["lefthand_kpts"][2::3]]

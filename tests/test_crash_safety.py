@@ -51,7 +51,7 @@ KILL_DURING_SAVE = textwrap.dedent(
     """
     import io, os, runpy, signal, sys
     import torch
-    import posecli.checkpoints
+    import posecli.checkpoints.formats
 
     kill_on = int(os.environ["CRASH_ON_SAVE"])
     real_save = torch.save
@@ -77,7 +77,7 @@ KILL_DURING_SAVE = textwrap.dedent(
         def write_in_place(path, writer):
             with open(path, "wb") as fh:
                 writer(fh)
-        posecli.checkpoints.atomic_write_with = write_in_place
+        posecli.checkpoints.formats.atomic_write_with = write_in_place
     sys.argv = ["posecli", *sys.argv[1:]]
     runpy.run_module("posecli", run_name="__main__")
     """

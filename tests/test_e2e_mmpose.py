@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import E2E_PRESET
 from typer.testing import CliRunner
 
 from posecli.checkpoints import load_into_model
 from posecli.cli import app
-from posecli.datasets.coco import TopDownCocoDataset, read_image_rgb
+from posecli.datasets.coco import read_image_rgb
 from posecli.datasets.meta import load_builtin
+from posecli.engine.data import build_dataset
 from posecli.metrics import STAT_NAMES
 from posecli.models import build_model
 from posecli.settings import load_settings
@@ -26,7 +28,7 @@ from posecli.transforms import get_affine_transform, warp_image
 
 torch.set_num_threads(1)
 runner = CliRunner()
-PRESET = Path(__file__).resolve().parent / "presets" / "e2e_small_hrnet.yaml"
+PRESET = E2E_PRESET
 CHECKPOINT = "small_hrnet_mmpose0x_published-8cbcc10a.pth"
 SETTINGS = {  # MMPose's two test settings (reference README): a = flip + shift + DARK k11, c = plain
     "a": ["--flip-test", "--shift-heatmap", "--post-process", "unbiased", "--modulate-kernel", "11"],
@@ -102,9 +104,7 @@ def test_crops_and_heatmaps_equal_mmpose_stages(e2e: Path) -> None:
     stages = dict(np.load(e2e / "mmpose_stages.npz"))
     settings = load_settings(str(PRESET), {})
     meta = load_builtin("coco")
-    ds = TopDownCocoDataset(
-        e2e / "annotations.json", e2e / "images", meta, settings.data, train=False, with_target=False
-    )
+    ds = build_dataset(e2e / "annotations.json", e2e / "images", meta, settings.data, train=False, with_target=False)
     n = len(stages["center"])
     files = [Path(ds.samples[i].image_file).name for i in range(n)]
     assert files == stages["image_file"].tolist()

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import E2E, E2E_PRESET
 from typer.testing import CliRunner
 
 from posecli import onnx_export
@@ -20,10 +21,7 @@ from posecli.datasets.meta import load_builtin
 
 torch.set_num_threads(1)
 runner = CliRunner()
-TESTS = Path(__file__).parent
-E2E = TESTS / "reference" / "e2e"  # copied from ../shared/reference/e2e (see tests/reference/README.md)
 E2E_CKPT = E2E / "small_hrnet_mmpose0x_published-8cbcc10a.pth"
-E2E_PRESET = TESTS / "small_hrnet_e2e.yaml"
 META = load_builtin("coco")
 
 

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from posecli import metrics as M
 from posecli.datasets.meta import DatasetMeta, load_builtin
+from posecli.datasets.wholebody import split_wholebody
 from posecli.errors import PoseCliError
 from posecli.report import metrics_table
 
@@ -240,7 +241,7 @@ def test_score_results_file_infers_wholebody(wholebody: dict[str, Any]) -> None:
 
 def test_split_merge_round_trip() -> None:
     flat = [float(i) for i in range(399)]
-    split = M.split_wholebody(flat)
+    split = split_wholebody(flat)
     assert {k: len(v) for k, v in split.items()} == {
         "keypoints": 51,
         "foot_kpts": 18,
@@ -251,7 +252,7 @@ def test_split_merge_round_trip() -> None:
     assert split["foot_kpts"][0] == 51.0 and split["righthand_kpts"][-1] == 398.0
     assert M.merge_wholebody(split) == flat
     with pytest.raises(PoseCliError, match="399"):
-        M.split_wholebody(flat[:-3])
+        split_wholebody(flat[:-3])
 
 
 # ------------------------------------------------------------------------------------------------ NMS, rescoring
@@ -401,7 +402,7 @@ def test_results_loader_errors(tmp_path: Path, gt17: dict[str, Any]) -> None:
         assert info.value.path == str(path)
     with pytest.raises(PoseCliError, match="cannot read"):
         M.load_results(tmp_path / "missing.json", COCO17)
-    split = M.split_wholebody([1.0] * 399) | {"image_id": 1, "category_id": 1, "score": 1.0}
+    split = split_wholebody([1.0] * 399) | {"image_id": 1, "category_id": 1, "score": 1.0}
     split["face_kpts"] = split["face_kpts"][:-3]
     path.write_text(json.dumps([split]))
     with pytest.raises(PoseCliError, match=r"results\[0\].*face_kpts"):

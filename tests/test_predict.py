@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import E2E, E2E_PRESET
 from tiny_hrnet import tiny_stages
 from typer.testing import CliRunner
 
@@ -28,9 +29,6 @@ torch.set_num_threads(1)
 runner = CliRunner()
 META = load_builtin("coco")
 K = META.num_keypoints
-TESTS = Path(__file__).parent
-E2E_PRESET = TESTS / "small_hrnet_e2e.yaml"
-E2E = TESTS / "reference" / "e2e"  # copied from ../shared/reference/e2e (see tests/reference/README.md)
 E2E_CKPT = "small_hrnet_mmpose0x_published-8cbcc10a.pth"
 
 

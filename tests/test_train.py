@@ -18,7 +18,9 @@ from tiny_hrnet import tiny_stages
 from typer.testing import CliRunner
 
 from posecli.cli import app
-from posecli.engine.train import EpochSampler, capture_rng, restore_rng, resume_conflicts, set_train_mode
+from posecli.engine.data import EpochSampler
+from posecli.engine.train import set_train_mode
+from posecli.engine.workdir import capture_rng, restore_rng, resume_conflicts
 from posecli.models.topdown import build_model
 from posecli.settings import load_settings
 
@@ -232,10 +234,16 @@ def test_progress_bar_and_summary_on_a_terminal(runs: dict[str, Any], tmp_path: 
     from rich.console import Console
 
     from posecli.engine.train import finetune as run
+    from posecli.report import RichTrainReport
 
     out = StringIO()
     settings = load_settings(str(runs["preset"]), {"train.total_epochs": 1})
-    summary = run(settings, tmp_path / "w", device="cpu", console=Console(file=out, force_terminal=True, width=160))
+    summary = run(
+        settings,
+        tmp_path / "w",
+        device="cpu",
+        report=RichTrainReport(Console(file=out, force_terminal=True, width=160)),
+    )
     text = out.getvalue()
     assert "epoch 1/1" in text and "2/2" in text and "data " in text and "step " in text  # the live bar
     assert summary.epochs == 1 and summary.iterations == 2 and summary.metric == "AP"

@@ -45,8 +45,8 @@ def test_two_gloo_processes_train_and_gather_the_evaluation(tmp_path: Path) -> N
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in last["state_dict"])
 
     # the gathered evaluation equals a single-process evaluation of the same weights on the whole set
-    from posecli.datasets.coco import TopDownCocoDataset
     from posecli.datasets.meta import load_builtin
+    from posecli.engine.data import build_dataset
     from posecli.engine.evaluate import evaluate_model
     from posecli.models.topdown import build_model
     from posecli.settings import validate_settings
@@ -55,7 +55,7 @@ def test_two_gloo_processes_train_and_gather_the_evaluation(tmp_path: Path) -> N
     model = build_model(settings.model)
     model.load_state_dict(last["state_dict"])
     cache = next((tmp_path / "cache" / "synthetic").iterdir())
-    val = TopDownCocoDataset(
+    val = build_dataset(
         cache / "val" / "annotations.json", cache / "val" / "images", load_builtin("coco"), settings.data, train=False
     )
     metrics, _ = evaluate_model(model, val, settings.test, load_builtin("coco"), "cpu")

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from posecli.atomic import atomic_write_with, check_writable_dir
 from posecli.errors import PoseCliError
+from posecli.report import download_bar
 
 FORMATS = ("onnx",)
 
@@ -45,7 +46,7 @@ def run_export_command(
         raise PoseCliError(f"--opset {opset} is out of range (ONNX opsets used today: 11-20; default 17)")
 
     console = Console()
-    loaded = load_pytorch_model(checkpoint, preset, overrides, torch.device("cpu"), cache_dir)
+    loaded = load_pytorch_model(checkpoint, preset, overrides, torch.device("cpu"), cache_dir, progress=download_bar)
     assert loaded.settings is not None
     model = loaded.model
     raw = onnx_export.export_to_bytes(model, loaded.input_wh, opset)

@@ -41,6 +41,7 @@ from posecli.engine.predict import (
     people_from_keypoints,
 )
 from posecli.errors import PoseCliError
+from posecli.report import download_bar
 from posecli.sources import (
     DEFAULT_DETECTOR_THR,
     Box,
@@ -416,7 +417,7 @@ def run_predict_command(
         if torch_device.type == "cuda" and "CUDAExecutionProvider" not in loaded.model.providers:
             warn("ONNX Runtime has no CUDA provider here (pip install onnxruntime-gpu): running on the CPU")
     else:
-        loaded = load_pytorch_model(checkpoint, preset, overrides, torch_device, cache_dir)
+        loaded = load_pytorch_model(checkpoint, preset, overrides, torch_device, cache_dir, progress=download_bar)
     for text in loaded.warnings:
         warn(text)
 
@@ -433,7 +434,9 @@ def run_predict_command(
     person_detector = None
     if detector is not None:
         thr = DEFAULT_DETECTOR_THR if det_bbox_thr is None else det_bbox_thr
-        person_detector = PersonDetector(detector, detector_weights, torch_device, thr, cache_dir)
+        person_detector = PersonDetector(
+            detector, detector_weights, torch_device, thr, cache_dir, progress=download_bar
+        )
 
     # ---- the run
     frames_hint = [item.num_frames_hint for item in inputs]

@@ -37,12 +37,13 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from posecli.codec import HeatmapCodec
-from posecli.datasets.coco_format import KEYPOINT_FIELDS, require_valid_coco
-from posecli.datasets.convert import load_json_file
+from posecli.datasets.coco_format import require_valid_coco
 from posecli.datasets.meta import DatasetMeta
+from posecli.datasets.wholebody import KEYPOINT_FIELDS
 from posecli.errors import PoseCliError
-from posecli.settings import DataSettings
+from posecli.files import load_json_file
 from posecli.transforms import (
+    TrainAugmentation,
     affine_keypoints,
     bbox_xywh_to_center_scale,
     clip_bbox_xywh,
@@ -225,6 +226,9 @@ class TopDownCocoDataset(Dataset):
     (= prod(scale * 200), what MMPose uses for OKS NMS), ``index``. ``with_target=False`` leaves out
     ``target``/``target_weight`` (evaluation does not need them; encoding 133 heatmaps is the costliest step).
 
+    The caller builds the pieces (``engine.data.build_dataset`` does it from the settings): ``codec`` fixes the
+    input and heatmap geometry and encodes targets; ``augmentation`` (None for evaluation) is the train recipe.
+
     Randomness: with ``rng_seed`` the augmentation of item i in epoch e is drawn from
     ``numpy.random.default_rng((rng_seed, e, i))`` (call ``set_epoch``; independent of worker count,
     but persistent workers don't see ``set_epoch``). Without it, each process keeps one Generator
@@ -237,37 +241,33 @@ class TopDownCocoDataset(Dataset):
         ann_file: str | Path,
         img_dir: str | Path,
         meta: DatasetMeta,
-        data: DataSettings,
-        train: bool,
+        codec: HeatmapCodec,
+        augmentation: TrainAugmentation | None = None,
         bbox_file: str | Path | None = None,
         det_bbox_thr: float = 0.0,
         rng_seed: int | None = None,
         with_target: bool = True,
+        allow_outside_img_dir: bool = False,
     ) -> None:
         self.ann_file = str(ann_file)
         self.img_dir = Path(img_dir)
         self.meta = meta
-        self.data = data
-        self.train = train
+        self.codec = codec
+        self.augmentation = augmentation
+        self.train = augmentation is not None
         self.bbox_file = None if bbox_file is None else str(bbox_file)
         self.det_bbox_thr = float(det_bbox_thr)
         self.rng_seed = rng_seed
         self.with_target = with_target
+        self.allow_outside_img_dir = allow_outside_img_dir
         self.epoch = 0
-        self.image_wh = (int(data.image_size[0]), int(data.image_size[1]))
+        self.image_wh = codec.input_wh
         self.aspect_ratio = self.image_wh[0] / self.image_wh[1]
-        self.codec = HeatmapCodec(
-            input_wh=self.image_wh,
-            heatmap_wh=tuple(data.heatmap_size),
-            sigma=data.sigma,
-            unbiased_encoding=data.unbiased_encoding,
-            joint_weights=meta.joint_weights if data.use_different_joint_weights else None,
-        )
-        if train and bbox_file is not None:
+        if self.train and bbox_file is not None:
             raise PoseCliError("detection boxes (--bbox-file) are for evaluation; training uses the ground truth")
         if not self.img_dir.is_dir():
             raise PoseCliError("image folder not found", self.img_dir)
-        self.coco = load_coco(self.ann_file, data.allow_outside_img_dir)
+        self.coco = load_coco(self.ann_file, allow_outside_img_dir)
         self.samples = self._load_detections() if bbox_file is not None else self._load_ground_truth()
         self.check_image_files()  # a stat per image: a missing image stops here, not hours into training
         self._rng: np.random.Generator | None = None
@@ -400,8 +400,8 @@ class TopDownCocoDataset(Dataset):
         center, scale = bbox_xywh_to_center_scale(s.bbox, self.aspect_ratio, BBOX_PADDING)
         keypoints, visible = s.keypoints, s.visible  # (K, 2), (K,)
         rot = 0.0
-        if self.train:  # MMPose 0.x order: shift center, flip, half body, scale/rotation
-            d = self.data
+        if self.augmentation is not None:  # MMPose 0.x order: shift center, flip, half body, scale/rotation
+            d = self.augmentation
             rng = self._rng_for(index)
             center = random_shift_center(center, scale, d.shift_factor, d.shift_prob, rng)
             if rng.random() <= d.flip_prob and d.flip_prob > 0:

@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from posecli.datasets.wholebody import KEYPOINT_FIELDS
 from posecli.errors import PoseCliError
+from posecli.files import load_json_file, read_image_wh
 
-KEYPOINT_FIELDS = ("keypoints", "foot_kpts", "face_kpts", "lefthand_kpts", "righthand_kpts")  # MMPose order
 MAX_KEYPOINTS = 10_000  # more keypoints than this in one category is taken as a corrupt or hostile file
 MISSING_AREA_FACTOR = 0.53  # xtcocotools (MMPose's COCO evaluation): OKS area = 0.53 x box area without `area`
 KEYPOINT_CHUNK_VALUES = 1 << 20  # values per fast numeric pass; a fault is then looked for in this many at most
@@ -263,8 +264,6 @@ def _check_categories(cats: list[Any], report: CheckReport, source: Path) -> dic
 def _check_images(
     images: list[Any], report: CheckReport, img_dir: Path | None, allow_outside: bool
 ) -> dict[Any, tuple[float, float] | None]:
-    from posecli.datasets.convert import read_image_wh  # header-only reader (convert imports this module)
-
     sizes: dict[Any, tuple[float, float] | None] = {}
     seen_names: dict[str, Any] = {}
     float_ids = 0
@@ -520,6 +519,17 @@ def _finish_chunk(
     for ann in chunk:
         if ann["id"] not in bad:
             _check_annotation_geometry(ann, report, sizes, cats, details)
+
+
+def check_coco_file(
+    ann_file: str | Path, img_dir: str | Path | None = None, allow_outside_img_dir: bool = False
+) -> CheckReport:
+    """``convert-dataset --check``: every rule on a COCO keypoint file (and its images under ``img_dir`` when given).
+
+    Raises only when the file cannot be read as JSON; content problems are in the report.
+    """
+    path = Path(ann_file)
+    return check_coco(load_json_file(path), path, img_dir, allow_outside_img_dir, details=True)
 
 
 def require_valid_coco(

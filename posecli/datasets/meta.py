@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -12,32 +11,13 @@ from typing import Any
 
 import yaml
 
+from posecli.datasets.coco_format import MAX_KEYPOINTS, skeleton_links, skeleton_warning
 from posecli.errors import PoseCliError
+from posecli.files import check_document_size, is_finite_number, load_json_file
 
 BUILTIN = ("coco", "coco_wholebody", "body_foot", "onehand10k")
 DEFAULT_SIGMA = 0.05  # OKS sigma for keypoints of a dataset that gives none (mid-range of COCO's 0.025-0.107)
-MAX_KEYPOINTS = 10_000  # more keypoints than this is taken as a corrupt or hostile file (heatmaps would not fit)
 MAX_META_BYTES = 16 * 1024**2  # a meta file is a few KB; refuse to parse anything absurdly large
-MAX_DOCUMENT_NODES = 1_000_000  # values in a YAML/JSON settings-like document (stops YAML alias "bombs")
-
-
-def check_document_size(data: Any, source: str | Path, limit: int = MAX_DOCUMENT_NODES) -> None:
-    """Refuse a parsed YAML/JSON document with more than ``limit`` values (counting shared aliases each time).
-
-    YAML anchors let a few hundred bytes expand into billions of values when walked; we stop counting early.
-    """
-    count = 0
-    stack = [data]
-    while stack:
-        node = stack.pop()
-        count += 1
-        if count > limit:
-            raise PoseCliError(f"document holds more than {limit:,} values (YAML alias bomb or corrupt file?)", source)
-        if isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, (list, tuple)):
-            stack.extend(node)
 
 
 @dataclass
@@ -110,7 +90,7 @@ class DatasetMeta:
         for label, values in (("sigmas", self.sigmas), ("joint_weights", self.joint_weights)):
             if len(values) != k:
                 raise PoseCliError(f"{where}: {label} has {len(values)} values for {k} keypoints")
-            if not all(_is_finite_number(v) and v >= 0 for v in values):
+            if not all(is_finite_number(v) and v >= 0 for v in values):
                 raise PoseCliError(f"{where}: {label} must be finite numbers >= 0")
         if not all(v > 0 for v in self.sigmas):
             raise PoseCliError(f"{where}: OKS sigmas must be positive (a zero sigma makes OKS undefined)")
@@ -161,10 +141,6 @@ class DatasetMeta:
             if exc.path is None:  # name the file the inconsistent metadata came from
                 raise PoseCliError(exc.message, source) from None
             raise
-
-
-def _is_finite_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _split_upper_lower(names: list[str]) -> tuple[list[int], list[int]]:
@@ -262,8 +238,6 @@ def meta_from_category(category: dict[str, Any], source: str = "annotations") ->
         raise PoseCliError("categories[0] has no 'keypoints' name list", source)
     if len(names) > MAX_KEYPOINTS:
         raise PoseCliError(f"categories[0] lists {len(names):,} keypoints, more than {MAX_KEYPOINTS:,}", source)
-    from posecli.datasets.coco_format import skeleton_links, skeleton_warning
-
     # COCO files store the skeleton 1-based; links outside the keypoints (CrowdPose ships COCO's 17-point skeleton
     # with 14 keypoints) are dropped with a warning: a skeleton only draws pictures, training does not need it.
     skeleton, bad = skeleton_links(category, len(names))
@@ -289,8 +263,6 @@ def resolve_meta(dataset: str | None, ann_file: str | Path | None = None) -> Dat
         return load_meta_file(dataset)
     if ann_file is None:
         raise PoseCliError("no dataset meta: set `dataset:` in the preset or give an annotation file to infer it from")
-    from posecli.datasets.convert import load_json_file  # size-limited reader (convert imports this module)
-
     path = Path(ann_file)
     data = load_json_file(path, "annotation file")
     cats = data.get("categories") if isinstance(data, dict) else None

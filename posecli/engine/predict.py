@@ -20,9 +20,17 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from posecli.checkpoints import DownloadProgress, read_checkpoint, resolve_source
 from posecli.codec import decode_heatmaps, heatmap_to_image
 from posecli.datasets.coco import BBOX_PADDING
 from posecli.datasets.meta import DatasetMeta
+from posecli.engine.evaluate import kernel_warning
+from posecli.engine.model_loading import (
+    load_inference_model,
+    meta_for_checkpoint,
+    settings_for_checkpoint,
+    trained_sigma,
+)
 from posecli.errors import PoseCliError
 from posecli.metrics import oks_nms, rescore
 from posecli.settings import Settings, TestSettings
@@ -63,23 +71,15 @@ def load_pytorch_model(
     overrides: dict[str, Any],
     device: torch.device,
     cache_dir: Path | None = None,
+    progress: DownloadProgress | None = None,
 ) -> LoadedModel:
     """A checkpoint (path or URL) as a ready model: settings from --preset or the checkpoint's own, flags applied."""
-    from posecli.checkpoints import read_checkpoint, resolve_source
-    from posecli.engine.evaluate import _load_model, _settings_for, _trained_sigma, kernel_warning
-
-    ckpt_path = resolve_source(checkpoint_src, cache_dir)
+    ckpt_path = resolve_source(checkpoint_src, cache_dir, progress=progress)
     checkpoint = read_checkpoint(ckpt_path)
-    settings, _, from_ckpt = _settings_for(checkpoint, ckpt_path, preset, overrides)
-    recorded = checkpoint.dataset_meta()
-    if recorded is not None and (from_ckpt or settings.dataset is None):
-        meta = recorded
-    else:
-        from posecli.datasets.meta import resolve_meta
-
-        meta = resolve_meta(settings.dataset, None)
-    model = _load_model(settings, checkpoint, meta, ckpt_path).to(device).eval()
-    sigma, sigma_source = _trained_sigma(checkpoint, settings, from_ckpt)
+    settings, _, from_ckpt = settings_for_checkpoint(checkpoint, ckpt_path, preset, overrides)
+    meta = meta_for_checkpoint(None, checkpoint, settings, from_ckpt, None)
+    model = load_inference_model(settings, checkpoint, meta, ckpt_path).to(device).eval()
+    sigma, sigma_source = trained_sigma(checkpoint, settings, from_ckpt)
     warning = kernel_warning(settings.test, sigma, sigma_source)
     return LoadedModel(
         model=model,
@@ -222,7 +222,6 @@ def load_onnx_model(path: Path, test_overrides: dict[str, Any], device: torch.de
     """An ONNX file made by `posecli export` as a ready model: settings from its metadata, test flags applied."""
     from pydantic import ValidationError
 
-    from posecli.engine.evaluate import kernel_warning
     from posecli.onnx_export import OnnxModel
     from posecli.settings import format_validation_error
 

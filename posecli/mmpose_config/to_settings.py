@@ -13,8 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from posecli.datasets.meta import BUILTIN, DatasetMeta, load_builtin
+from posecli.datasets.meta import DatasetMeta
 from posecli.errors import PoseCliError
+from posecli.mmpose_config.dataset_info import builtin_name_of, close_lists, meta_from_dataset_info
 from posecli.settings import HeadSettings, HRNetExtra, StageSpec, set_dotted, validate_settings
 
 _MISSING = object()
@@ -97,12 +98,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
-
-
-def _close(a: list[float], b: list[float]) -> bool:
-    return len(a) == len(b) and all(
-        math.isclose(float(x), float(y), rel_tol=1e-6, abs_tol=1e-9) for x, y in zip(a, b, strict=True)
-    )
 
 
 # ------------------------------------------------------------------------------------------------- model
@@ -255,7 +250,7 @@ def _data_cfg(r: _Reader, sec: _Section) -> None:
 
 def _check_normalize(r: _Reader, step: _Section) -> None:
     mean, std = step.take("mean", IMAGENET_MEAN), step.take("std", IMAGENET_STD)
-    if not (_close(list(mean), list(IMAGENET_MEAN)) and _close(list(std), list(IMAGENET_STD))):
+    if not (close_lists(list(mean), list(IMAGENET_MEAN)) and close_lists(list(std), list(IMAGENET_STD))):
         raise r.refuse(step.where, f"mean={list(mean)} std={list(std)} is not supported (ImageNet normalisation only)")
 
 
@@ -402,88 +397,6 @@ def _lr_config(r: _Reader, sec: _Section) -> None:
         r.copy(sec, "warmup_iters", "train.lr_config.warmup_iters", 0)
         r.copy(sec, "warmup_ratio", "train.lr_config.warmup_ratio", 0.1)
     sec.finish()
-
-
-# -------------------------------------------------------------------------------------------- dataset meta
-def meta_from_dataset_info(info: dict[str, Any], source: str, where: str = "dataset_info") -> DatasetMeta:
-    """An MMPose 0.x ``dataset_info`` dict (keypoint_info, skeleton_info, joint_weights, sigmas) -> DatasetMeta."""
-    if not isinstance(info, dict) or not isinstance(info.get("keypoint_info"), dict):
-        raise PoseCliError(f"{where} has no keypoint_info dict", source)
-    kinfo = info["keypoint_info"]
-    try:
-        ids = sorted(int(k) for k in kinfo)
-    except (TypeError, ValueError):
-        raise PoseCliError(f"{where}.keypoint_info keys must be keypoint ids 0..K-1", source) from None
-    if ids != list(range(len(ids))):
-        raise PoseCliError(f"{where}.keypoint_info keys must be keypoint ids 0..K-1", source)
-    entries = {int(k): v for k, v in kinfo.items()}
-    names, colors, upper, lower = [], [], [], []
-    for i in ids:
-        kp = entries[i]
-        if not isinstance(kp, dict) or not isinstance(kp.get("name"), str):
-            raise PoseCliError(f"{where}.keypoint_info[{i}] needs a name", source)
-        names.append(kp["name"])
-        colors.append(list(kp.get("color", [255, 128, 0])))
-        kind = kp.get("type", "")
-        (upper if kind == "upper" else lower if kind == "lower" else []).append(i)
-    index = {n: i for i, n in enumerate(names)}
-    pairs: list[tuple[int, int]] = []
-    for i in ids:
-        swap = entries[i].get("swap", "")
-        if swap:
-            if swap not in index:
-                raise PoseCliError(f"{where}.keypoint_info[{i}].swap '{swap}' is not a keypoint name", source)
-            pair = (min(i, index[swap]), max(i, index[swap]))
-            if pair not in pairs:
-                pairs.append(pair)
-    skeleton, skeleton_color = [], []
-    sinfo = info.get("skeleton_info") or {}
-    if not isinstance(sinfo, dict):
-        raise PoseCliError(f"{where}.skeleton_info must be a dict", source)
-    for key in sorted(sinfo, key=lambda k: int(k) if isinstance(k, int) or str(k).isdigit() else 0):
-        link = sinfo[key].get("link") if isinstance(sinfo[key], dict) else None
-        if not isinstance(link, (list, tuple)) or len(link) != 2 or any(n not in index for n in link):
-            raise PoseCliError(f"{where}.skeleton_info[{key}].link must name two keypoints", source)
-        skeleton.append((index[link[0]], index[link[1]]))
-        skeleton_color.append(list(sinfo[key].get("color", [255, 128, 0])))
-    meta = DatasetMeta.from_dict(
-        {
-            "name": str(info.get("dataset_name", "custom")),
-            "keypoint_names": names,
-            "flip_pairs": [list(p) for p in pairs],
-            "sigmas": list(info.get("sigmas") or []),
-            "joint_weights": list(info.get("joint_weights") or []),
-            "skeleton": [list(s) for s in skeleton],
-            "upper_body_ids": upper,
-            "lower_body_ids": lower,
-            "keypoint_color": colors,
-            "skeleton_color": skeleton_color,
-        },
-        source=source,
-    )
-    meta.notes.clear()
-    return meta
-
-
-def same_keypoint_set(a: DatasetMeta, b: DatasetMeta) -> bool:
-    """Whether two metas train and score the same (names, flip pairs, OKS sigmas, joint weights, body halves)."""
-    return (
-        a.keypoint_names == b.keypoint_names
-        and sorted(a.flip_pairs) == sorted(b.flip_pairs)
-        and _close(a.sigmas, b.sigmas)
-        and _close(a.joint_weights, b.joint_weights)
-        and sorted(a.upper_body_ids) == sorted(b.upper_body_ids)
-        and sorted(a.lower_body_ids) == sorted(b.lower_body_ids)
-        and {frozenset(s) for s in a.skeleton} == {frozenset(s) for s in b.skeleton}
-    )
-
-
-def builtin_name_of(meta: DatasetMeta) -> str | None:
-    """The built-in dataset whose keypoint set equals ``meta``, if any."""
-    for name in BUILTIN:
-        if same_keypoint_set(meta, load_builtin(name)):
-            return name
-    return None
 
 
 # ------------------------------------------------------------------------------------------------- entry
