@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from posecli import codec
 from posecli.codec import (
     HeatmapCodec,
     decode_heatmaps,
@@ -20,6 +19,7 @@ from posecli.codec import (
     heatmap_to_image,
     keypoints_from_heatmaps,
 )
+from posecli.codec import decode as codec  # the decoding module: its constants are patched below
 
 COCO_FLIP = [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from test_codec import mmpose_msra_loop
 
-from posecli import codec as codec_module
 from posecli.codec import HeatmapCodec, normalize_images
+from posecli.codec import encode as codec_module
 from posecli.transforms import normalize_image
 
 torch.set_num_threads(1)
