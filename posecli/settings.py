@@ -317,7 +317,9 @@ class TrainSettings(_Strict):
     lr_config: LrConfig = Field(default_factory=LrConfig)
     total_epochs: int = Field(210, ge=1)
     batch_size: int = Field(32, ge=1, description="per process")
-    workers: int = Field(2, ge=0)
+    workers: int | None = Field(
+        None, ge=0, description="data-loading processes per training process; None = the CPU cores available to it"
+    )
     seed: int = 0
     load_from: str | None = Field(None, description="checkpoint (path or URL) loaded into the whole model")
     pretrained: str | None = Field(None, description="checkpoint loaded into the backbone only")

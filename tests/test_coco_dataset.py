@@ -118,7 +118,7 @@ def test_detection_boxes_filtered_by_score(coco: tuple[Path, Path], tmp_path: Pa
     bbox_file = tmp_path / "dets.json"
     bbox_file.write_text(json.dumps(dets))
     meta, data = load_builtin("coco"), data_settings()
-    ds = build_dataset(ann, img_dir, meta, data, train=False, bbox_file=bbox_file, det_bbox_thr=0.5)
+    ds = build_dataset(ann, img_dir, meta, data, train=False, bbox_file=bbox_file, det_bbox_thr=0.5, with_target=True)
     assert [(s.image_id, s.bbox_score) for s in ds.samples] == [(1, pytest.approx(0.9)), (2, pytest.approx(0.6))]
     np.testing.assert_allclose(ds.samples[1].bbox, [31.5, 20, 50, 60])  # detections are not clipped
     item = ds[1]
@@ -159,7 +159,7 @@ def test_wholebody_split_fields_read_as_133_in_mmpose_order(tmp_path: Path) -> N
     ann_file = tmp_path / "wb.json"
     ann_file.write_text(json.dumps(data))
 
-    ds = build_dataset(ann_file, img_dir, load_builtin("coco_wholebody"), data_settings(), train=True)
+    ds = build_dataset(ann_file, img_dir, load_builtin("coco_wholebody"), data_settings(), train=True, with_target=True)
     s = ds.samples[0]
     np.testing.assert_allclose(s.keypoints, kp[:, :2])
     np.testing.assert_array_equal(s.visible, (kp[:, 2] > 0).astype(np.float32))
@@ -445,7 +445,7 @@ def test_file_names_escaping_the_image_folder_are_refused(tmp_path: Path) -> Non
         build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=True)
     assert exc.value.path == str(ann)
     ok = build_dataset(ann, img_dir, load_builtin("coco"), data_settings(allow_outside_img_dir=True), train=True)
-    assert ok[0]["image"].shape == (3, 64, 48)
+    assert ok[0]["image"].shape == (64, 48, 3) and ok[0]["image"].dtype == torch.uint8  # training: uint8 crop
 
 
 # ------------------------------------------------------------------------------------- item contents
@@ -462,7 +462,7 @@ def test_images_are_rgb_after_reading_bgr_from_disk(tmp_path: Path) -> None:
 
 def test_val_item_targets_peak_where_the_keypoints_are(coco: tuple[Path, Path]) -> None:
     ann, img_dir = coco
-    ds = build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False)
+    ds = build_dataset(ann, img_dir, load_builtin("coco"), data_settings(), train=False, with_target=True)
     item = ds[1]
     assert item["image"].shape == (3, 64, 48) and item["image"].dtype == torch.float32
     assert item["target"].shape == (17, 16, 12) and item["target_weight"].shape == (17, 1)
@@ -487,16 +487,18 @@ def test_val_item_targets_peak_where_the_keypoints_are(coco: tuple[Path, Path]) 
 def test_joint_weights_multiply_target_weights(coco: tuple[Path, Path]) -> None:
     ann, img_dir = coco
     meta = load_builtin("coco")
-    ds = build_dataset(ann, img_dir, meta, data_settings(use_different_joint_weights=True), train=False)
+    ds = build_dataset(
+        ann, img_dir, meta, data_settings(use_different_joint_weights=True), train=False, with_target=True
+    )
     np.testing.assert_allclose(ds[0]["target_weight"].numpy()[:, 0], meta.joint_weights)
 
 
 def test_forced_flip_mirrors_crop_and_swaps_keypoint_slots(coco: tuple[Path, Path]) -> None:
     ann, img_dir = coco
     meta = load_builtin("coco")
-    plain = build_dataset(ann, img_dir, meta, data_settings(**NO_AUG), train=True, rng_seed=0)[0]
+    plain = build_dataset(ann, img_dir, meta, data_settings(**NO_AUG), train=True, rng_seed=0, with_target=True)[0]
     flip_aug = NO_AUG | {"flip_prob": 1.0}
-    flipped = build_dataset(ann, img_dir, meta, data_settings(**flip_aug), train=True, rng_seed=0)[0]
+    flipped = build_dataset(ann, img_dir, meta, data_settings(**flip_aug), train=True, rng_seed=0, with_target=True)[0]
     # crop column j of the flipped sample shows crop column W - j of the plain one (MMPose's half-pixel shift), up
     # to OpenCV's fixed-point warp: sample positions rounded to 1/32 px on a noise image (neighbours differ by up
     # to 255 grey levels) move a value by at most 255/32 grey levels = 1/32/std after normalisation
@@ -513,8 +515,8 @@ def test_forced_flip_mirrors_crop_and_swaps_keypoint_slots(coco: tuple[Path, Pat
 def test_seeded_augmentation_is_reproducible_and_changes_per_epoch(coco: tuple[Path, Path]) -> None:
     ann, img_dir = coco
     meta, data = load_builtin("coco"), data_settings(flip_prob=0.5, rot_prob=1.0)
-    one = build_dataset(ann, img_dir, meta, data, train=True, rng_seed=3)
-    two = build_dataset(ann, img_dir, meta, data, train=True, rng_seed=3)
+    one = build_dataset(ann, img_dir, meta, data, train=True, rng_seed=3, with_target=True)
+    two = build_dataset(ann, img_dir, meta, data, train=True, rng_seed=3, with_target=True)
     for i in range(2):
         a, b = one[i], two[i]
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["target"], b["target"])

@@ -217,23 +217,27 @@ def _image_path(img_dir: Path, img: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------------- dataset
 class TopDownCocoDataset(Dataset):
-    """One item per person box: the affine-warped, normalised crop and its heatmap targets.
+    """One item per person box: the affine-warped crop and what the training step needs to make its targets.
 
-    Item: ``image`` (3, H, W) f32 (RGB, ImageNet-normalised), ``target`` (K, h, w) f32, ``target_weight``
-    (K, 1) f32, ``center`` (2,), ``scale`` (2,) (200-px units, after augmentation), ``rotation`` (deg),
-    ``keypoints`` (K, 3) x, y in input pixels after the transforms and visibility 0/1, ``bbox`` (4,) x, y, w, h
-    (the clipped ground-truth box or the detection), ``image_id``, ``bbox_score``, ``area``
-    (= prod(scale * 200), what MMPose uses for OKS NMS), ``index``. ``with_target=False`` leaves out
-    ``target``/``target_weight`` (evaluation does not need them; encoding 133 heatmaps is the costliest step).
+    Training (``augmentation`` given), default: ``image`` (H, W, 3) uint8 RGB, the crop after MMPose's
+    augmentations and warp, nothing per-pixel beyond the warp; normalisation and heatmap targets are made per
+    batch on the device (``engine.batch.prepare_train_batch``, with ``codec.encode_torch``). ``with_target=True``
+    is the all-on-CPU item instead (kept for comparison and tests): ``image`` (3, H, W) f32 ImageNet-normalised,
+    ``target`` (K, h, w) f32 and ``target_weight`` (K, 1) f32 from ``codec.encode``. Evaluation (no
+    augmentation): ``image`` (3, H, W) f32 normalised. Every item also holds ``center`` (2,), ``scale`` (2,)
+    (200-px units, after augmentation), ``rotation`` (deg), ``keypoints`` (K, 3) f32 x, y in input pixels after
+    the transforms and visibility 0/1 (what the device encodes from), ``bbox`` (4,) x, y, w, h (the clipped
+    ground-truth box or the detection), ``image_id``, ``bbox_score``, ``area`` (= prod(scale * 200), what MMPose
+    uses for OKS NMS), ``index``.
 
     The caller builds the pieces (``engine.data.build_dataset`` does it from the settings): ``codec`` fixes the
     input and heatmap geometry and encodes targets; ``augmentation`` (None for evaluation) is the train recipe.
 
     Randomness: with ``rng_seed`` the augmentation of item i in epoch e is drawn from
-    ``numpy.random.default_rng((rng_seed, e, i))`` (call ``set_epoch``; independent of worker count,
-    but persistent workers don't see ``set_epoch``). Without it, each process keeps one Generator
-    seeded from torch's seed for that process (a DataLoader worker's seed is derived from
-    ``torch.manual_seed``), which is reproducible for a fixed worker count.
+    ``numpy.random.default_rng((rng_seed, e, i))`` (call ``set_epoch``, or let ``engine.data.EpochSampler`` hand
+    the epoch with each index, which persistent workers need; independent of worker count). Without it, each
+    process keeps one Generator seeded from torch's seed for that process (a DataLoader worker's seed is derived
+    from ``torch.manual_seed``), which is reproducible for a fixed worker count.
     """
 
     def __init__(
@@ -246,7 +250,7 @@ class TopDownCocoDataset(Dataset):
         bbox_file: str | Path | None = None,
         det_bbox_thr: float = 0.0,
         rng_seed: int | None = None,
-        with_target: bool = True,
+        with_target: bool = False,
         allow_outside_img_dir: bool = False,
     ) -> None:
         self.ann_file = str(ann_file)
@@ -424,8 +428,9 @@ class TopDownCocoDataset(Dataset):
         matrix = get_affine_transform(center, scale, rot, self.image_wh)
         crop = warp_image(image, matrix, self.image_wh)  # (H, W, 3) uint8 RGB
         keypoints = affine_keypoints(keypoints, visible, matrix)  # (K, 2) input pixels
+        uint8 = self.train and not self.with_target  # the device normalises and encodes (training step)
         item: dict[str, Any] = {
-            "image": torch.from_numpy(normalize_image(crop)),
+            "image": torch.from_numpy(crop if uint8 else normalize_image(crop)),
             "center": torch.from_numpy(center.astype(np.float32)),
             "scale": torch.from_numpy(scale.astype(np.float32)),
             "rotation": float(rot),
@@ -437,7 +442,7 @@ class TopDownCocoDataset(Dataset):
             "area": float(np.prod(scale.astype(np.float32) * np.float32(200.0))),  # f32 as MMPose
             "index": index,
         }
-        if self.with_target:
+        if self.with_target:  # the all-on-CPU item
             heatmaps, weights = self.codec.encode(keypoints, visible)  # (K, h, w), (K,) x joint_weights if set
             item["target"] = torch.from_numpy(np.asarray(heatmaps, dtype=np.float32))
             item["target_weight"] = torch.from_numpy(np.asarray(weights, dtype=np.float32).reshape(-1, 1))

@@ -66,9 +66,13 @@ def build_dataset(
     bbox_file: str | Path | None = None,
     det_bbox_thr: float = 0.0,
     rng_seed: int | None = None,
-    with_target: bool = True,
+    with_target: bool = False,
 ) -> TopDownCocoDataset:
-    """A top-down dataset as the ``data`` settings describe it (augmented when ``train``)."""
+    """A top-down dataset as the ``data`` settings describe it (augmented when ``train``).
+
+    Training items are uint8 crops for the device (``engine/batch.py`` normalises and encodes them);
+    ``with_target=True`` gives the all-on-CPU item instead (normalised image, targets encoded on the CPU).
+    """
     return TopDownCocoDataset(
         ann_file,
         img_dir,
@@ -275,34 +279,57 @@ def build_data(settings: Settings, info: DistInfo, say: Callable[[str], None]) -
     return RunData(meta, files, train_set, val_set)
 
 
+def default_workers(distributed: bool = False) -> int:
+    """Data-loading workers per process: the CPU cores this process may use (its affinity), shared among the
+    processes torchrun starts on this machine (``LOCAL_WORLD_SIZE``), at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1"))) if distributed else 1
+    return max(1, cores // max(1, per_node))
+
+
+def loader_options(workers: int, device: torch.device) -> dict[str, Any]:
+    """DataLoader keywords for ``workers`` processes: pinned memory on CUDA, prefetch depth, persistent workers."""
+    options: dict[str, Any] = {"num_workers": workers, "pin_memory": device.type == "cuda"}
+    if workers > 0:
+        # at least 8 batches in flight in all (2 per worker, torch's default, from 4 workers on): a slow batch
+        # (a large image, a cold disk) does not stall the step
+        options["prefetch_factor"] = max(2, math.ceil(8 / workers))
+    return options
+
+
 def build_train_loader(
     dataset: TopDownCocoDataset, cfg: TrainSettings, info: DistInfo
 ) -> tuple[DataLoader, EpochSampler]:
-    """Shuffled batches of this process's share; pinned memory and persistent workers where they help."""
+    """Shuffled batches of this process's share: workers (default: one per available core), pinned memory on
+    CUDA, persistent workers (the epoch travels with each index, so their augmentation follows the epoch)."""
     sampler = EpochSampler(len(dataset), shuffle=True, seed=cfg.seed, rank=info.rank, world_size=info.world_size)
+    workers = default_workers(info.distributed) if cfg.workers is None else cfg.workers
     loader = DataLoader(
         EpochIndexed(dataset),
         batch_size=cfg.batch_size,
         sampler=sampler,
-        num_workers=cfg.workers,
-        pin_memory=info.device.type == "cuda",  # page-locked batches copy to the GPU asynchronously
-        persistent_workers=cfg.workers > 0,
+        persistent_workers=workers > 0,
         drop_last=False,  # as MMPose
+        **loader_options(workers, info.device),
     )
     return loader, sampler
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, device: torch.device, workers: int = 0, distributed: bool = False
+    dataset: Dataset, batch_size: int, device: torch.device, workers: int | None = 0, distributed: bool = False
 ) -> DataLoader:
-    """Sequential batches (a DistributedSampler share per rank in DDP); pinned memory for CUDA copies."""
+    """Sequential batches (a DistributedSampler share per rank in DDP); ``workers`` None = one per available core."""
     sampler = DistributedSampler(dataset, shuffle=False, drop_last=False) if distributed else None
+    if workers is None:
+        workers = default_workers(distributed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=False,
         sampler=sampler,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
         drop_last=False,
+        **loader_options(workers, device),
     )

@@ -26,6 +26,7 @@ from posecli.atomic import atomic_write_text, check_writable_dir
 from posecli.checkpoints import checkpoint_meta, load_into_model, save_checkpoint
 from posecli.datasets.coco import TopDownCocoDataset
 from posecli.datasets.meta import DatasetMeta
+from posecli.engine.batch import largest_batch_that_fits, prepare_train_batch
 from posecli.engine.data import EpochSampler, build_data, build_train_loader
 from posecli.engine.distributed import (
     DistInfo,
@@ -107,36 +108,6 @@ def set_train_mode(model: TopDown, backbone_frozen: bool, freeze_bn: bool) -> No
                 m.eval()
 
 
-def largest_batch_that_fits(
-    model: TopDown,
-    image_wh: tuple[int, int],
-    failed: int,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    memory_format: torch.memory_format,
-) -> int:
-    """Probe forward+backward with random images at halving batch sizes; the largest that ran (0: none)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    fits, lo, hi = 0, 0, failed
-    batch = failed // 2
-    while batch >= 1 and hi - lo > max(1, hi // 16):  # bisection between a size that ran and one that did not
-        try:
-            images = torch.randn(batch, 3, image_wh[1], image_wh[0], device=device).to(memory_format=memory_format)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = model(images)
-            out.float().square().mean().backward()
-            fits, lo = batch, batch
-        except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError in torch >= 2.5
-            hi = batch
-        finally:
-            for p in params:
-                p.grad = None
-            images = out = None  # type: ignore[assignment]
-            torch.cuda.empty_cache()
-        batch = (lo + hi) // 2 if fits else batch // 2
-    return fits
-
-
 # ---------------------------------------------------------------------------------------------- trainer
 @dataclass
 class Trainer:
@@ -183,37 +154,51 @@ class Trainer:
         clip_params = [p for p in self.raw.parameters() if p.requires_grad]
 
         sums = {"loss": 0.0, "data_time": 0.0, "step_time": 0.0}
-        window = {"loss": 0.0, "data_time": 0.0, "step_time": 0.0, "n": 0}
+        window = {"data_time": 0.0, "step_time": 0.0, "n": 0}
+        # The loss stays on the device: summed there and read (all-reduced under DDP) once per log interval and at
+        # the epoch's end, so a step never waits for the GPU to finish. The non-finite guard runs at those points.
+        window_loss = torch.zeros((), device=device)
+        window_first = state.global_iter + 1  # first iteration of the window, for the non-finite error
+        loss_value = math.nan  # the latest window's mean loss, shown by the bar until the next read
         grad_norm: torch.Tensor | None = None
         done_before = state.epoch_iter
+        codec = self.loader.dataset.dataset.codec  # type: ignore[attr-defined]  # EpochIndexed -> dataset
         bar = self.report.epoch_bar(epoch + 1, cfg.total_epochs, steps_in_epoch, done_before)
         t_end = time.perf_counter()
         with bar as update_bar:
             for batch in self.loader:
                 t_data = time.perf_counter() - t_end  # waiting for the loader: large values mean data-bound
                 lrs = self.scheduler.step(epoch, state.global_iter)
-                images = batch["image"].to(device, non_blocking=True, memory_format=self.memory_format)  # (B,3,H,W)
-                target = batch["target"].to(device, non_blocking=True)  # (B, K, h, w)
-                weight = batch["target_weight"].to(device, non_blocking=True)  # (B, K, 1)
+                # (B, 3, H, W) normalised, (B, K, h, w) targets, (B, K, 1) weights: made here, on the device
+                images, target, weight = prepare_train_batch(batch, device, codec, self.memory_format)
                 try:
-                    loss_value, stop, grad_norm = self._step(images, target, weight, epoch, clip_params)
+                    loss, grad_norm = self._step(images, target, weight, clip_params)
                     oom_batch = 0
                 except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError in torch >= 2.5
                     oom_batch = images.shape[0]  # handled below, once the failed step's tensors are released
                 if oom_batch:
                     images = target = weight = batch = None  # type: ignore[assignment]
                     self._out_of_memory(oom_batch)
+                window_loss += loss
                 state.global_iter += 1
                 state.epoch_iter += 1
                 t_step = time.perf_counter() - t_end - t_data
 
-                for key, value in (("loss", loss_value), ("data_time", t_data), ("step_time", t_step)):
+                for key, value in (("data_time", t_data), ("step_time", t_step)):
                     sums[key] += value
                     window[key] += value
                 window["n"] += 1
                 last = state.epoch_iter == steps_in_epoch
+                # one process stops on its own flag at once; processes together agree at the log points
+                stop = self.interrupt.requested and not self.info.distributed
                 if state.global_iter % cfg.log_interval == 0 or last:
                     n = window["n"]
+                    loss_sum, stop_all = self._sum_loss_and_stop(window_loss)  # the one sync of the window
+                    stop = stop or stop_all
+                    if not math.isfinite(loss_sum):
+                        self._non_finite(loss_sum / n, epoch, window_first, state.global_iter, n)
+                    loss_value = loss_sum / n
+                    sums["loss"] += loss_sum
                     self.log.write(
                         {
                             "type": "train",
@@ -221,17 +206,25 @@ class Trainer:
                             "iter": state.global_iter,
                             "epoch_float": round(epoch + state.epoch_iter / steps_in_epoch, 4),
                             "lr": lrs[-1],  # the head's; the backbone's is lr x backbone_lr_mult
-                            "loss": window["loss"] / n,
+                            "loss": loss_value,
                             "data_time": window["data_time"] / n,
                             "step_time": window["step_time"] / n,
                             **({"grad_norm": float(grad_norm)} if grad_norm is not None else {}),
                             **self._memory(),
                         }
                     )
-                    window = {"loss": 0.0, "data_time": 0.0, "step_time": 0.0, "n": 0}
+                    window = {"data_time": 0.0, "step_time": 0.0, "n": 0}
+                    window_loss = torch.zeros((), device=device)
+                    window_first = state.global_iter + 1
                 update_bar(loss_value, lrs[-1], t_data, t_step)
                 t_end = time.perf_counter()
                 if stop:
+                    if window["n"]:  # steps since the last check: the guard runs before anything is saved
+                        loss_sum, _ = self._sum_loss_and_stop(window_loss)
+                        if not math.isfinite(loss_sum):
+                            self._non_finite(
+                                loss_sum / window["n"], epoch, window_first, state.global_iter, window["n"]
+                            )
                     raise _Interrupted
         steps = max(1, state.epoch_iter - done_before)
         return {k: v / steps for k, v in sums.items()}
@@ -241,17 +234,13 @@ class Trainer:
         images: torch.Tensor,
         target: torch.Tensor,
         weight: torch.Tensor,
-        epoch: int,
         clip_params: list[nn.Parameter],
-    ) -> tuple[float, bool, torch.Tensor | None]:
-        """One optimisation step: (mean loss over processes, stop requested, gradient norm when clipping)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimisation step: (this process's loss, detached, on the device; gradient norm when clipping)."""
         cfg, device = self.train_cfg, self.info.device
         with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             heatmaps = self.model(images)  # (B, K, h, w)
         loss = self.raw.loss(heatmaps, target, weight)  # fp32 inside
-        loss_value, stop = self._mean_loss_and_stop(loss)  # CPU-GPU sync point, once per step
-        if not math.isfinite(loss_value):
-            self._non_finite(loss_value, epoch)
         self.scaler.scale(loss).backward()
         grad_norm = None
         if cfg.grad_clip is not None:
@@ -260,15 +249,15 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_value, stop, grad_norm
+        return loss.detach().float(), grad_norm
 
-    def _mean_loss_and_stop(self, loss: torch.Tensor) -> tuple[float, bool]:
-        """Mean loss over processes and whether any process was asked to stop (all agree on both)."""
+    def _sum_loss_and_stop(self, loss_sum: torch.Tensor) -> tuple[float, bool]:
+        """A window's loss sum, averaged over processes, and whether any process was asked to stop (one all-reduce)."""
         flag = 1.0 if self.interrupt.requested else 0.0
-        packed = torch.stack([loss.detach().float(), torch.tensor(flag, device=loss.device)])
+        packed = torch.stack([loss_sum.float(), torch.tensor(flag, device=loss_sum.device)])
         all_reduce_sum(packed, self.info)
-        loss_sum, stops = packed.tolist()
-        return loss_sum / self.info.world_size, stops > 0
+        total, stops = packed.tolist()  # CPU-GPU sync point, once per log interval
+        return total / self.info.world_size, stops > 0
 
     def stop_requested(self) -> bool:
         """Whether Ctrl-C reached any process (all processes agree, so they stop together)."""
@@ -280,14 +269,29 @@ class Trainer:
             return {}
         return {"memory_mb": round(torch.cuda.max_memory_allocated(self.info.device) / 2**20, 1)}
 
-    def _non_finite(self, loss_value: float, epoch: int) -> None:
-        it = self.state.global_iter + 1
-        last = self.work_dir / LAST_CKPT
-        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
-        self.log.write({"type": "error", "epoch": epoch + 1, "iter": it, "error": f"non-finite loss {loss_value}"})
+    def _non_finite(self, loss_value: float, epoch: int, first: int, last: int, steps: int) -> None:
+        """Stop on a non-finite loss found at a check point, naming the iterations it may come from."""
+        step_last = self.state.epoch_iter
+        step_first = step_last - steps + 1
+        where = (
+            f"at iteration {last} (epoch {epoch + 1}, step {step_last} of the epoch)"
+            if first == last
+            else f"in iterations {first}-{last} (epoch {epoch + 1}, steps {step_first}-{step_last} of the epoch; "
+            "the loss is read every --log-interval steps)"
+        )
+        path = self.work_dir / LAST_CKPT
+        kept = f"the last good checkpoint is {path}" if path.is_file() else "no checkpoint was written yet"
+        self.log.write(
+            {
+                "type": "error",
+                "epoch": epoch + 1,
+                "iter": last,
+                "first_iter": first,
+                "error": f"non-finite loss {loss_value}",
+            }
+        )
         raise PoseCliError(
-            f"training stopped: the loss is {loss_value} at iteration {it} (epoch {epoch + 1}, step "
-            f"{self.state.epoch_iter + 1} of the epoch); nothing was saved after it and {kept}. "
+            f"training stopped: the loss is {loss_value} {where}; nothing was saved after it and {kept}. "
             "Lower the learning rate (--lr), set --grad-clip, or check the data."
         )
 

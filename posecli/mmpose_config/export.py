@@ -297,7 +297,7 @@ def _mmpose_part(s: Settings, meta: DatasetMeta) -> list[tuple[str, Any]]:
             "data",
             {
                 "samples_per_gpu": tr.batch_size,
-                "workers_per_gpu": tr.workers,
+                "workers_per_gpu": 2 if tr.workers is None else tr.workers,  # None (posecli: per core) is kept aside
                 "val_dataloader": {"samples_per_gpu": t.batch_size},
                 "test_dataloader": {"samples_per_gpu": t.batch_size},
                 "train": split(d.train_ann, d.train_img_dir, "train_pipeline"),
