@@ -8,31 +8,35 @@ The data is a COCO-WholeBody-style file (133 keypoints in split fields) written 
 Settings (384 x 288 input, 96 x 72 heatmaps, sigma 3, unbiased encoding, MMPose's augmentations) come
 from the preset.
 
-Modes, measured on the same samples in this one (fresh) process, each after ``--warmup`` untimed samples:
+Modes, measured on the same samples in this one (fresh) process, each after ``--warmup`` untimed samples, both
+through the real ``TopDownCocoDataset.__getitem__`` and the collate a DataLoader worker does (into shared memory):
 
-- device targets (the default mode of issue 14): the CPU reads and decodes the JPEG, draws MMPose's
-  augmentations, warps the uint8 crop and collates uint8 crops + keypoints (into shared memory, as a DataLoader
-  worker does); heatmap targets and normalisation run per batch on ``--device``
-  (:meth:`HeatmapCodec.encode_torch`, :func:`normalize_images`), timed as ``device_ms_per_batch``;
-- all on the CPU: the same plus normalisation and target encoding per sample, collating float32 images and
-  targets; and, for reference, the Dataset's own ``__getitem__`` (which is that path).
+- the default mode (``cpu_ms_per_sample``): the Dataset reads and decodes the JPEG, draws MMPose's augmentations
+  and warps the uint8 crop; the batch of uint8 crops + keypoints is collated; heatmap targets and normalisation
+  run per batch on ``--device`` in ``engine.batch.prepare_train_batch`` (``HeatmapCodec.encode_torch``,
+  ``normalize_images``), timed as ``device_ms_per_batch``;
+- all on the CPU (``cpu_ms_per_sample_all_on_cpu``): the Dataset with ``with_target=True``, which also normalises
+  the crop and encodes the targets per sample, collating float32 images and targets.
 
+Per-stage times come from timing the functions the Dataset calls (read, warp, normalise, encode) where it calls
+them; "augment+item" is the rest of ``__getitem__``.
 CPU times are process CPU time (``time.process_time``, one torch/OpenCV thread), so other processes on a busy
 machine inflate them less than wall time; minor page faults per sample come from ``resource.getrusage``.
 ``--json``: the last line printed is one JSON object with every figure. ``--workers``: also DataLoader
-samples/s of the Dataset (all on the CPU) with that many worker processes.
+samples/s of the Dataset in both modes with that many worker processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,24 +46,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from posecli.atomic import atomic_write_json
-from posecli.codec import HeatmapCodec, normalize_images
-from posecli.datasets.coco import BBOX_PADDING, TopDownCocoDataset, read_image_rgb
+from posecli.codec import HeatmapCodec
+from posecli.datasets import coco as coco_module
+from posecli.datasets.coco import TopDownCocoDataset
 from posecli.datasets.meta import load_builtin
+from posecli.engine.batch import prepare_train_batch
 from posecli.engine.data import build_dataset
 from posecli.settings import load_settings
-from posecli.transforms import (
-    affine_keypoints,
-    bbox_xywh_to_center_scale,
-    flip_center,
-    flip_image,
-    flip_keypoints,
-    get_affine_transform,
-    normalize_image,
-    random_half_body,
-    random_scale_rotation,
-    random_shift_center,
-    warp_image,
-)
 
 PARTS = {"keypoints": 17, "foot_kpts": 6, "face_kpts": 68, "lefthand_kpts": 21, "righthand_kpts": 21}
 
@@ -93,7 +86,8 @@ def write_wholebody_data(root: Path, num_images: int, seed: int = 0) -> tuple[Pa
                 start += n
             anns.append(ann)
     ann_file = root / "wholebody_bench.json"
-    atomic_write_json(ann_file, {"images": images, "annotations": anns, "categories": [{"id": 1}]}, indent=None)
+    person = {"id": 1, "name": "person", "keypoints": load_builtin("coco").keypoint_names}  # COCO-WholeBody's category
+    atomic_write_json(ann_file, {"images": images, "annotations": anns, "categories": [person]}, indent=None)
     return ann_file, img_dir
 
 
@@ -115,45 +109,51 @@ class StageClock:
         self.last = now
 
 
-def train_item_uint8(ds: TopDownCocoDataset, index: int, clock: StageClock) -> dict[str, np.ndarray]:
-    """A training item without per-pixel work beyond the warp: uint8 crop (H, W, 3), keypoints (K, 2), visible (K,).
+@contextlib.contextmanager
+def staged(ds: TopDownCocoDataset, clock: StageClock) -> Iterator[None]:
+    """Charge the functions the Dataset calls to their stages while inside (the Dataset itself is not changed)."""
+    stages = {
+        "read_image_rgb": "read+decode",
+        "warp_image": "warp",
+        "affine_keypoints": "warp",
+        "normalize_image": "normalise",
+    }
+    saved = {name: getattr(coco_module, name) for name in stages}
+    encode = ds.codec.encode
 
-    The Dataset's training path (MMPose's augmentations in MMPose's order, the same random draws) stopped before
-    normalisation and target encoding. Wave 2 of issue 14 gives the Dataset this mode; this function then becomes
-    ``ds[index]``.
-    """
-    s = ds.samples[index]
+    def timed(fn: Callable, stage: str) -> Callable:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            clock.lap("augment+item")  # what __getitem__ did since the last timed call
+            out = fn(*args, **kwargs)
+            clock.lap(stage)
+            return out
+
+        return run
+
+    try:
+        for name, stage in stages.items():
+            setattr(coco_module, name, timed(saved[name], stage))
+        ds.codec.encode = timed(encode, "encode targets")  # type: ignore[method-assign]
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(coco_module, name, fn)
+        del ds.codec.encode
+
+
+def dataset_item(ds: TopDownCocoDataset, index: int, clock: StageClock) -> dict[str, torch.Tensor]:
+    """The Dataset's own training item (its tensors), every stage timed."""
     clock.start()
-    image = read_image_rgb(s.image_file)  # (H, W, 3) uint8 RGB
-    clock.lap("read+decode")
-    center, scale = bbox_xywh_to_center_scale(s.bbox, ds.aspect_ratio, BBOX_PADDING)
-    keypoints, visible = s.keypoints, s.visible
-    d, rng = ds.data, ds._rng_for(index)
-    center = random_shift_center(center, scale, d.shift_factor, d.shift_prob, rng)
-    if rng.random() <= d.flip_prob and d.flip_prob > 0:
-        width = image.shape[1]
-        image = flip_image(image)
-        keypoints, visible = flip_keypoints(keypoints, visible, width, ds.meta.flip_pairs)
-        center = flip_center(center, width)
-    half = random_half_body(
-        keypoints, visible, ds.meta.upper_body_ids, ds.aspect_ratio, d.num_joints_half_body, d.prob_half_body, rng
-    )
-    if half is not None:
-        center, scale = half
-    scale, rot = random_scale_rotation(scale, d.scale_factor, d.rot_factor, d.rot_prob, rng)
-    matrix = get_affine_transform(center, scale, rot, ds.image_wh)
-    clock.lap("augment")
-    crop = warp_image(image, matrix, ds.image_wh)  # (H, W, 3) uint8 RGB
-    keypoints = affine_keypoints(keypoints, visible, matrix)  # (K, 2) input pixels
-    clock.lap("warp")
-    return {"image": crop, "keypoints": keypoints, "visible": np.asarray(visible, dtype=np.float32)}
+    item = ds[index]
+    clock.lap("augment+item")
+    return {k: v for k, v in item.items() if isinstance(v, torch.Tensor)}
 
 
-def collate(items: list[dict[str, np.ndarray]], shared: bool) -> dict[str, torch.Tensor]:
+def collate(items: list[dict[str, torch.Tensor]], shared: bool) -> dict[str, torch.Tensor]:
     """Stack each key like default_collate; ``shared``: into new shared memory, as in a DataLoader worker."""
     out = {}
     for key in items[0]:
-        tensors = [torch.from_numpy(np.asarray(item[key])) for item in items]
+        tensors = [item[key] for item in items]
         first = tensors[0]
         if shared:  # default_collate in a worker: storage._new_shared, then torch.stack(out=...)
             storage = first._typed_storage()._new_shared(len(tensors) * first.numel(), device=first.device)
@@ -165,52 +165,34 @@ def collate(items: list[dict[str, np.ndarray]], shared: bool) -> dict[str, torch
 
 
 def run_mode(
-    ds: TopDownCocoDataset, indices: list[int], warmup: int, batch_size: int, make_item: Callable, shared: bool
+    ds: TopDownCocoDataset, indices: list[int], warmup: int, batch_size: int, shared: bool
 ) -> tuple[dict[str, float], float, list[dict[str, torch.Tensor]]]:
-    """Per-stage ms per sample, minor page faults per sample and the collated batches of one mode."""
+    """Per-stage ms per sample, minor page faults per sample and the collated batches of one Dataset."""
     for i in indices[:warmup]:  # untimed warm-up: imports, first allocations, page cache
-        collate([make_item(ds, i, StageClock())], shared)
+        collate([dataset_item(ds, i, StageClock())], shared)
     clock = StageClock()
     batches = []
     timed = indices[warmup:]
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for start in range(0, len(timed), batch_size):
-        items = [make_item(ds, i, clock) for i in timed[start : start + batch_size]]
-        clock.start()
-        batches.append(collate(items, shared))
-        clock.lap("collate")
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    with staged(ds, clock):
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for start in range(0, len(timed), batch_size):
+            items = [dataset_item(ds, i, clock) for i in timed[start : start + batch_size]]
+            clock.start()
+            batches.append(collate(items, shared))
+            clock.lap("collate")
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     stages = {k: 1000.0 * v / len(timed) for k, v in clock.totals.items()}
     return stages, faults / len(timed), batches
 
 
-def item_all_on_cpu(ds: TopDownCocoDataset, index: int, clock: StageClock) -> dict[str, np.ndarray]:
-    """The same item with normalisation and target encoding on the CPU (float32 image and targets)."""
-    item = train_item_uint8(ds, index, clock)
-    image = normalize_image(item["image"])  # (3, H, W) f32
-    clock.lap("normalise")
-    targets, weights = ds.codec.encode(item["keypoints"], item["visible"])  # (K, h, w), (K,)
-    clock.lap("encode targets")
-    return {"image": image, "target": targets, "target_weight": weights, "keypoints": item["keypoints"]}
-
-
-def dataset_item(ds: TopDownCocoDataset, index: int, clock: StageClock) -> dict[str, Any]:
-    """The Dataset's own training item (today: all on the CPU), without its non-array fields."""
-    clock.start()
-    item = ds[index]
-    clock.lap("__getitem__")
-    return {k: v for k, v in item.items() if isinstance(v, torch.Tensor)}
-
-
 def device_ms_per_batch(codec: HeatmapCodec, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, Any]:
-    """Median ms of targets + normalisation of one collated uint8 batch on ``device`` (after 3 warm-up runs)."""
-    images = batch["image"].to(device)
-    keypoints, visible = batch["keypoints"].to(device), batch["visible"].to(device)
+    """Median ms of the training step's batch preparation (targets + normalisation, channels_last) of one collated
+    uint8 batch on ``device`` (after 3 warm-up runs)."""
+    moved = {k: v.to(device) for k, v in batch.items()}
     cuda = device.type == "cuda"
 
     def step() -> None:
-        codec.encode_torch(keypoints, visible)
-        normalize_images(images, channels_last=True)
+        prepare_train_batch(moved, device, codec, torch.channels_last)
 
     times = []
     for run in range(13):
@@ -222,7 +204,7 @@ def device_ms_per_batch(codec: HeatmapCodec, batch: dict[str, torch.Tensor], dev
             torch.cuda.synchronize(device)
         if run >= 3:
             times.append(1000.0 * ((time.perf_counter() if cuda else time.process_time()) - t0))
-    out: dict[str, Any] = {"device_ms_per_batch": statistics.median(times), "device_batch": len(images)}
+    out: dict[str, Any] = {"device_ms_per_batch": statistics.median(times), "device_batch": len(batch["image"])}
     out["device_clock"] = "wall time, synchronised" if cuda else "process CPU time"
     if cuda:  # the host->device copy of the uint8 batch from pinned memory, for scale
         pinned = {k: v.pin_memory() for k, v in batch.items()}
@@ -246,7 +228,7 @@ def samples_per_second(dataset: Dataset, workers: int, batch_size: int, samples:
     next(it)  # warm-up: forks the workers and fills their prefetch queues
     count, start = 0, time.perf_counter()
     for batch in it:
-        count += len(batch["target"])
+        count += len(batch["image"])
         if count + batch_size > samples:
             break
     return count / (time.perf_counter() - start)
@@ -275,7 +257,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data_dir or Path(tmp)
         ann_file, img_dir = write_wholebody_data(root, args.images)
-        ds = build_dataset(ann_file, img_dir, meta, data, train=True, rng_seed=0)
+        ds = build_dataset(ann_file, img_dir, meta, data, train=True, rng_seed=0)  # the default: uint8 crops
+        ds_cpu = build_dataset(ann_file, img_dir, meta, data, train=True, rng_seed=0, with_target=True)
         indices = [i % len(ds) for i in range(args.warmup + args.samples)]
         shared = not args.plain_collate
         print(
@@ -286,20 +269,17 @@ def main() -> None:
             f"memory; {os.cpu_count()} CPUs visible, 1 torch/OpenCV thread; device {device}"
         )
         bs = args.batch_size
-        dev_stages, dev_faults, batches = run_mode(ds, indices, args.warmup, bs, train_item_uint8, shared)
-        cpu_stages, cpu_faults, _ = run_mode(ds, indices, args.warmup, bs, item_all_on_cpu, shared)
-        ds_stages, ds_faults, _ = run_mode(ds, indices, args.warmup, bs, dataset_item, shared)
+        dev_stages, dev_faults, batches = run_mode(ds, indices, args.warmup, bs, shared)
+        cpu_stages, cpu_faults, _ = run_mode(ds_cpu, indices, args.warmup, bs, shared)
         dev = device_ms_per_batch(ds.codec, batches[0], device)
 
         result: dict[str, Any] = {
             "cpu_ms_per_sample": sum(dev_stages.values()),
             "cpu_ms_per_sample_all_on_cpu": sum(cpu_stages.values()),
-            "cpu_ms_per_sample_dataset_getitem": sum(ds_stages.values()),
             "stages_ms_per_sample": dev_stages,
             "stages_ms_per_sample_all_on_cpu": cpu_stages,
             "minor_faults_per_sample": dev_faults,
             "minor_faults_per_sample_all_on_cpu": cpu_faults,
-            "minor_faults_per_sample_dataset_getitem": ds_faults,
             **dev,
             "device": str(device),
             "samples": args.samples,
@@ -317,24 +297,25 @@ def main() -> None:
         result["all_on_cpu_over_device_mode"] = result["cpu_ms_per_sample_all_on_cpu"] / result["cpu_ms_per_sample"]
         print("\nCPU ms per sample (process CPU time), by stage:")
         for name, stages, faults in (
-            ("device targets", dev_stages, dev_faults),
+            ("default (uint8)", dev_stages, dev_faults),
             ("all on the CPU", cpu_stages, cpu_faults),
-            ("Dataset __getitem__", ds_stages, ds_faults),
         ):
             parts = ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
             print(f"  {name:<20} {sum(stages.values()):6.2f} ms  ({parts}); {faults:.0f} minor faults/sample")
-        print(f"  all on the CPU / device targets: {result['all_on_cpu_over_device_mode']:.2f}x")
+        print(f"  all on the CPU / default: {result['all_on_cpu_over_device_mode']:.2f}x")
         extra = f", host->device copy {dev['h2d_ms_per_batch']:.2f} ms" if "h2d_ms_per_batch" in dev else ""
         print(
             f"device ({device}): targets + normalisation of a batch of {dev['device_batch']}: "
             f"{dev['device_ms_per_batch']:.2f} ms ({dev['device_clock']}){extra}"
         )
         if args.workers:
-            print(f"\n{'workers':>8} {'Dataset samples/s (all on the CPU)':>36}")
+            print(f"\n{'workers':>8} {'samples/s default':>18} {'samples/s all on the CPU':>26}")
             for workers in args.workers:
                 rate = samples_per_second(ds, workers, bs, args.samples)
+                rate_cpu = samples_per_second(ds_cpu, workers, bs, args.samples)
                 result[f"dataloader_samples_per_s_{workers}_workers"] = rate
-                print(f"{workers:>8} {rate:>36.1f}")
+                result[f"dataloader_samples_per_s_{workers}_workers_all_on_cpu"] = rate_cpu
+                print(f"{workers:>8} {rate:>18.1f} {rate_cpu:>26.1f}")
         if args.json:
             print(json.dumps(result, sort_keys=True))
 
