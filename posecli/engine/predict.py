@@ -24,7 +24,7 @@ from posecli.checkpoints import DownloadProgress, read_checkpoint, resolve_sourc
 from posecli.codec import decode_heatmaps, heatmap_to_image
 from posecli.datasets.coco import BBOX_PADDING
 from posecli.datasets.meta import DatasetMeta
-from posecli.engine.evaluate import kernel_warning
+from posecli.engine.evaluate import flip_test_heatmaps, kernel_warning
 from posecli.engine.model_loading import (
     load_inference_model,
     meta_for_checkpoint,
@@ -157,7 +157,7 @@ def infer_keypoints(
             stop = start + test.batch_size
             images = torch.from_numpy(crops.images[start:stop]).to(device, non_blocking=True)  # (B, 3, H, W)
             if test.flip_test:
-                heatmaps = model.forward_flip_test(images, flip_index, test.shift_heatmap)  # (B, K, h, w)
+                heatmaps = flip_test_heatmaps(model, images, flip_index, test.shift_heatmap)  # (B, K, h, w)
             else:
                 heatmaps = model(images)
             heatmaps = heatmaps.float()
