@@ -154,8 +154,13 @@ def test_flip_off_bbox_file_and_vis(data: dict[str, Path], tmp_path: Path) -> No
         assert image is not None and max(image.shape[:2]) == 640  # 128-px images are enlarged to stay legible
 
 
-def test_flip_test_is_one_forward_of_2b(data: dict[str, Path]) -> None:
-    """evaluate_model: each batch of B crops and its mirror go through ONE forward of 2B; metrics are floats."""
+def test_flip_test_is_two_forwards_of_b_on_cpu_and_one_of_2b_on_cuda(
+    data: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """evaluate_model: on the CPU each batch of B crops and its mirror go through two forwards of B (measured faster
+    there, engine/evaluate.py: flip_test_one_pass); CUDA's one forward of 2B gives the same keypoints."""
+    from posecli.engine import evaluate as evaluate_module
+
     settings = load_settings("demo")
     torch.manual_seed(0)
     model = build_model(settings.model)
@@ -163,12 +168,20 @@ def test_flip_test_is_one_forward_of_2b(data: dict[str, Path]) -> None:
     sizes: list[int] = []
     model.register_forward_pre_hook(lambda _m, args: sizes.append(args[0].shape[0]))
     test = EvalSettings(flip_test=True, batch_size=4, post_process="unbiased", modulate_kernel=7)
+    assert not evaluate_module.flip_test_one_pass(torch.device("cpu"))
+    assert evaluate_module.flip_test_one_pass(torch.device("cuda"))
     metrics, results = evaluate_model(model, ds, test, META, "cpu")
     n = len(ds)
-    expected = [2 * min(4, n - start) for start in range(0, n, 4)]
-    assert sizes == expected
+    assert sizes == [min(4, n - start) for start in range(0, n, 4) for _ in range(2)]
     assert list(metrics)[:10] == list(STAT_NAMES) and all(isinstance(v, float) for v in metrics.values())
     assert len(results) <= n and model.training  # given back in the mode it came in
+    loader = [default_collate([ds[i] for i in range(n)])]
+    two = predict(model, loader, test, META, "cpu")
+    sizes.clear()
+    monkeypatch.setattr(evaluate_module, "flip_test_one_pass", lambda device: True)  # CUDA's choice
+    one = predict(model, loader, test, META, "cpu")
+    assert sizes == [2 * n]
+    np.testing.assert_allclose(one.keypoints, two.keypoints, atol=1e-3)
 
     sizes.clear()
     loader = [default_collate([ds[i] for i in range(3)])]  # one batch of 3
