@@ -1,32 +1,34 @@
 #!/usr/bin/env bash
 # On a GPU machine, in one call: the GPU tests (pytest -m gpu) and the benchmarks on CUDA, everything printed.
 #   bash benchmarks/gpu_check.sh            # from the repository root, with posecli installed (pip install -e .[dev])
-# Exits non-zero if any step failed; every step runs even when an earlier one failed.
+# Exits non-zero if any step failed; every step runs even when an earlier one failed. Each step has a time limit
+# (seconds, the first argument of `step`) so that the whole check finishes within 8 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
 failed=()
 
-step() {  # step NAME CMD...: print a header, run, remember failures
-    local name="$1"
-    shift
+step() {  # step NAME SECONDS CMD...: print a header, run with a time limit, remember failures
+    local name="$1" limit="$2"
+    shift 2
     echo
-    echo "=== ${name}: $*"
+    echo "=== ${name} (limit ${limit} s): $*"
     local t0=$SECONDS
-    if "$@"; then echo "=== ${name}: ok ($((SECONDS - t0)) s)"; else echo "=== ${name}: FAILED ($((SECONDS - t0)) s)"; failed+=("$name"); fi
+    if timeout "$limit" "$@"; then echo "=== ${name}: ok ($((SECONDS - t0)) s)"; else echo "=== ${name}: FAILED ($((SECONDS - t0)) s)"; failed+=("$name"); fi
 }
 
-step "environment" "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+step "environment" 30 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'available', torch.cuda.is_available()); print(torch.cuda.get_device_name(0)); \
 print('bf16', torch.cuda.is_bf16_supported())"
-command -v nvidia-smi >/dev/null && step "nvidia-smi" nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+command -v nvidia-smi >/dev/null && step "nvidia-smi" 15 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 
-step "gpu tests" "$PY" -m pytest -m gpu -v -rs tests
-step "train step benchmark" "$PY" benchmarks/train_step.py --device cuda --compile
-step "decode benchmark" "$PY" benchmarks/decode.py --device cuda
-step "device targets benchmark" "$PY" benchmarks/device_targets.py --device cuda
-step "data pipeline benchmark" "$PY" benchmarks/data_pipeline.py --device cuda --json
-step "demo fine-tune on CUDA" "$PY" -m posecli finetune --preset demo --device cuda --work-dir "${TMPDIR:-/tmp}/posecli-gpu-demo" --overwrite
+step "gpu tests" 100 "$PY" -m pytest -m gpu -v -rs tests
+step "train step benchmark" 80 "$PY" benchmarks/train_step.py --device cuda --compile
+step "decode benchmark" 30 "$PY" benchmarks/decode.py --device cuda
+step "device targets benchmark" 30 "$PY" benchmarks/device_targets.py --device cuda
+step "data pipeline benchmark" 40 "$PY" benchmarks/data_pipeline.py --device cuda --json
+step "train throughput (W48 384x288 bf16, real loader, 1/4/8/16 workers)" 120 "$PY" benchmarks/train_throughput.py
+step "demo fine-tune on CUDA" 45 "$PY" -m posecli finetune --preset demo --device cuda --work-dir "${TMPDIR:-/tmp}/posecli-gpu-demo" --overwrite
 
 echo
 if [ ${#failed[@]} -eq 0 ]; then
