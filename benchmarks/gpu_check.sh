@@ -20,9 +20,9 @@ step() {  # step NAME SECONDS CMD...: print a header, run with a time limit, rem
 step "environment" 30 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'available', torch.cuda.is_available()); print(torch.cuda.get_device_name(0)); \
 print('bf16', torch.cuda.is_bf16_supported())"
-command -v nvidia-smi >/dev/null && step "nvidia-smi" 15 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+command -v nvidia-smi >/dev/null && step "nvidia-smi" 10 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 
-step "gpu tests" 100 "$PY" -m pytest -m gpu -v -rs tests
+step "gpu tests" 90 "$PY" -m pytest -m gpu -v -rs tests
 step "train step benchmark" 80 "$PY" benchmarks/train_step.py --device cuda --compile
 step "decode benchmark" 30 "$PY" benchmarks/decode.py --device cuda
 step "device targets benchmark" 30 "$PY" benchmarks/device_targets.py --device cuda
