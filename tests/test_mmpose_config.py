@@ -303,8 +303,8 @@ def test_unsupported_parts_are_refused(tmp_path: Path, file: str, old: str, new:
 POSECLI_ONLY = {
     "data": {"synthetic", "allow_outside_img_dir"},
     "train": {
-        "seed", "workers", "keypoint_map", "eval_before_train", "freeze_backbone_epochs", "backbone_lr_mult", "auto_scale_lr",
-        "amp", "channels_last", "compile",
+        "seed", "workers", "keypoint_map", "eval_before_train", "freeze_backbone_epochs", "backbone_lr_mult",
+        "auto_scale_lr", "amp", "channels_last", "compile",
     },
 }  # fmt: skip
 

@@ -402,7 +402,7 @@ LOADER_DATA = DataSettings(image_size=(16, 24), heatmap_size=(4, 6), sigma=1.0)
 
 def load_all(ann: Path, img_dir: Path, train: bool) -> list[dict[str, Any]]:
     """Build the dataset and read every sample (the work a training epoch or an evaluation does)."""
-    dataset = build_dataset(ann, img_dir, LOADER_META, LOADER_DATA, train=train, rng_seed=0)
+    dataset = build_dataset(ann, img_dir, LOADER_META, LOADER_DATA, train=train, rng_seed=0, with_target=True)
     return [dataset[i] for i in range(len(dataset))]
 
 
