@@ -62,7 +62,6 @@ class PostProcess(str, Enum):
     none = "none"
 
 
-PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="Shipped preset name or path to a preset YAML.")]
 KeypointsOpt = Annotated[
     int | None,
     typer.Option("--keypoints", help="Number of keypoints of the head (overrides model.head.out_channels)."),
@@ -240,7 +239,18 @@ def inspect_checkpoint(
 # ------------------------------------------------------------------------------------------------ finetune
 @app.command("finetune")
 def finetune(
-    preset: PresetOpt,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            "-p",
+            help="Shipped preset name or preset YAML (default: resolved from --load-from/--pretrained).",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Keypoint set: coco | coco_wholebody | body_foot | onehand10k | META file."),
+    ] = None,
     keypoints: KeypointsOpt = None,
     load_from: Annotated[str | None, typer.Option("--load-from", help="Whole-model checkpoint (path/URL).")] = None,
     pretrained: Annotated[str | None, typer.Option("--pretrained", help="Backbone-only checkpoint.")] = None,
@@ -291,11 +301,7 @@ def finetune(
 ) -> None:
     """Fine-tune a model: load a checkpoint, swap the head, train, evaluate, keep last/best checkpoints."""
     overrides: dict[str, Any] = {
-        "model.head.out_channels": keypoints,
-        "train.load_from": load_from,
-        "train.pretrained": pretrained,
         "train.keypoint_map": keypoint_map,
-        "data.train_ann": train_ann,
         "data.train_img_dir": train_img_dir,
         "data.val_ann": val_ann,
         "data.val_img_dir": val_img_dir,
@@ -319,17 +325,12 @@ def finetune(
         "train.eval_before_train": eval_before,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if load_from is not None or pretrained is not None:
-        # a source given on the command line replaces the preset's, never adds to it
-        overrides.setdefault("train.load_from", None)
-        overrides.setdefault("train.pretrained", None)
-    settings = build_settings(preset, overrides)
+    settings, preset_name = _finetune_settings(preset, dataset, keypoints, load_from, pretrained, train_ann, overrides)
     if print_config:
         _print_config(settings)
         return
     from posecli.engine import train
 
-    preset_name = Path(preset).stem
     train.run_finetune_command(
         settings,
         work_dir=work_dir or Path("work_dirs") / preset_name,
@@ -337,6 +338,39 @@ def finetune(
         resume=resume,
         overwrite=overwrite,
     )
+
+
+def _finetune_settings(
+    preset: str | None,
+    dataset: str | None,
+    keypoints: int | None,
+    load_from: str | None,
+    pretrained: str | None,
+    train_ann: str | None,
+    overrides: dict[str, Any],
+) -> tuple[Any, str]:
+    """Finetune's settings (from --preset, else resolved from the checkpoint) and the work dir's default name."""
+    from posecli.preset_resolution import resolve_settings, source_file_name
+
+    if load_from is not None and pretrained is not None:
+        raise PoseCliError("can't use both --load-from (whole model) and --pretrained (backbone only). Choose one.")
+    source, mode = (load_from, "load_from") if load_from is not None else (pretrained, "pretrained")
+    resolution = resolve_settings(
+        source,
+        mode=mode,  # type: ignore[arg-type]
+        keypoints=keypoints,
+        dataset=dataset,
+        train_ann=train_ann,
+        preset=preset,
+        overrides=overrides,
+    )
+    if preset is not None:
+        return resolution.settings, Path(preset).stem
+    typer.echo(f"resolved preset: {resolution.label}", err=True)
+    for reason in resolution.reasons:
+        typer.echo(f"  - {reason}", err=True)
+    typer.echo("keep these settings: add --print-config > my.yaml to this command, then use --preset my.yaml", err=True)
+    return resolution.settings, resolution.preset or Path(source_file_name(str(source))).stem.split("-")[0]
 
 
 # ------------------------------------------------------------------------------------------------ evaluate
