@@ -389,7 +389,11 @@ def evaluate(
     det_bbox_thr: Annotated[float | None, typer.Option("--det-bbox-thr", help="Detection score threshold.")] = None,
     dataset: Annotated[
         str | None,
-        typer.Option("--dataset", help="coco | coco_wholebody | body_foot | META file (for --predictions)."),
+        typer.Option(
+            "--dataset",
+            help="Keypoint set: coco | coco_wholebody | body_foot | onehand10k | META file "
+            "(default: the checkpoint's / preset's; with --predictions: inferred).",
+        ),
     ] = None,
     keypoints: KeypointsOpt = None,
     flip_test: Annotated[bool | None, typer.Option("--flip-test/--no-flip-test")] = None,
@@ -462,6 +466,12 @@ def predict(
     preset: Annotated[
         str | None, typer.Option("--preset", "-p", help="Preset (default: the checkpoint's own; not for .onnx).")
     ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset", help="Keypoint set: built-in name or META file (default: the checkpoint's; not for .onnx)."
+        ),
+    ] = None,
     bbox_file: Annotated[
         Path | None,
         typer.Option("--bbox-file", help="Boxes: COCO detections (with --ann-file) or records with file_name."),
@@ -525,6 +535,7 @@ def predict(
         skip_bad=skip_bad,
         device=device.value,
         cache_dir=cache_dir,
+        dataset=dataset,
     )
 
 

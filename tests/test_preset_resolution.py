@@ -383,3 +383,34 @@ def test_cli_finetune_without_preset_trains(tmp_path: Path) -> None:
     assert config["data"]["train_ann"] == str(data / "annotations.json")
     assert "236 loaded" in " ".join(result.output.split())  # every tensor of the checkpoint, no head swap
     assert (work / "last.pth").is_file()
+
+
+# ------------------------------------------------------------------------------------ predict --dataset
+def test_predict_dataset_overrides_the_keypoint_set(tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    image = tmp_path / "person.png"
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(image), rng.integers(0, 255, (128, 96, 3), dtype=np.uint8))
+    no_pairs = tmp_path / "coco_no_flip_pairs.yaml"  # COCO's names without flip pairs: the flip test changes
+    coco = json.loads(runner.invoke(app, ["presets", "show", "hrnet_w32_coco_256x192", "--json"]).stdout)
+    no_pairs.write_text(yaml.safe_dump({"name": "plain", "keypoint_names": coco["dataset_meta"]["keypoint_names"]}))
+
+    def run(*extra: Any) -> Any:
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        args = [image, "--checkpoint", "builtin://demo_coco17.pth", "--whole-image", "--device", "cpu", "-o", out]
+        result = runner.invoke(app, ["predict", *map(str, args), *map(str, extra)])
+        return result, out / "predictions.json"
+
+    (default, default_file), (same, same_file), (plain, plain_file) = (
+        run(),
+        run("--dataset", "coco"),
+        run("--dataset", no_pairs),
+    )
+    assert default.exit_code == same.exit_code == plain.exit_code == 0, default.output + plain.output
+    default_kpts = json.loads(default_file.read_text())[0]["keypoints"]
+    assert json.loads(same_file.read_text())[0]["keypoints"] == default_kpts  # the checkpoint's own set is coco
+    assert json.loads(plain_file.read_text())[0]["keypoints"] != default_kpts
+    refused, _ = run("--dataset", "body_foot")
+    assert refused.exit_code == 2 and "23 keypoints" in refused.stderr and "17" in refused.stderr

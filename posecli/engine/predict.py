@@ -63,8 +63,12 @@ def load_pytorch_model(
     overrides: dict[str, Any],
     device: torch.device,
     cache_dir: Path | None = None,
+    dataset: str | None = None,
 ) -> LoadedModel:
-    """A checkpoint (path or URL) as a ready model: settings from --preset or the checkpoint's own, flags applied."""
+    """A checkpoint (path or URL) as a ready model: settings from --preset or the checkpoint's own, flags applied.
+
+    ``dataset`` (--dataset NAME|META_FILE) replaces the keypoint set (names, flip pairs) the model is read with.
+    """
     from posecli.checkpoints import read_checkpoint, resolve_source
     from posecli.engine.evaluate import _load_model, _settings_for, _trained_sigma, kernel_warning
 
@@ -72,12 +76,12 @@ def load_pytorch_model(
     checkpoint = read_checkpoint(ckpt_path)
     settings, _, from_ckpt = _settings_for(checkpoint, ckpt_path, preset, overrides)
     recorded = checkpoint.dataset_meta()
-    if recorded is not None and (from_ckpt or settings.dataset is None):
+    if dataset is None and recorded is not None and (from_ckpt or settings.dataset is None):
         meta = recorded
     else:
         from posecli.datasets.meta import resolve_meta
 
-        meta = resolve_meta(settings.dataset, None)
+        meta = resolve_meta(dataset or settings.dataset, None)
     model = _load_model(settings, checkpoint, meta, ckpt_path).to(device).eval()
     sigma, sigma_source = _trained_sigma(checkpoint, settings, from_ckpt)
     warning = kernel_warning(settings.test, sigma, sigma_source)
