@@ -60,7 +60,6 @@ class PostProcess(str, Enum):
     none = "none"
 
 
-PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="Shipped preset name or path to a preset YAML.")]
 KeypointsOpt = Annotated[
     int | None,
     typer.Option("--keypoints", help="Number of keypoints of the head (overrides model.head.out_channels)."),
@@ -221,7 +220,18 @@ def inspect_checkpoint(
 # ------------------------------------------------------------------------------------------------ finetune
 @app.command("finetune")
 def finetune(
-    preset: PresetOpt,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            "-p",
+            help="Shipped preset name or preset YAML (default: resolved from --load-from/--pretrained).",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Keypoint set: coco | coco_wholebody | body_foot | onehand10k | META file."),
+    ] = None,
     keypoints: KeypointsOpt = None,
     load_from: Annotated[str | None, typer.Option("--load-from", help="Whole-model checkpoint (path/URL).")] = None,
     pretrained: Annotated[str | None, typer.Option("--pretrained", help="Backbone-only checkpoint.")] = None,
@@ -275,11 +285,7 @@ def finetune(
     from posecli.options import FinetuneOptions
 
     overrides: dict[str, Any] = {
-        "model.head.out_channels": keypoints,
-        "train.load_from": load_from,
-        "train.pretrained": pretrained,
         "train.keypoint_map": keypoint_map,
-        "data.train_ann": train_ann,
         "data.train_img_dir": train_img_dir,
         "data.val_ann": val_ann,
         "data.val_img_dir": val_img_dir,
@@ -305,6 +311,11 @@ def finetune(
     finetune_command.run(
         FinetuneOptions(
             preset=preset,
+            dataset=dataset,
+            keypoints=keypoints,
+            load_from=load_from,
+            pretrained=pretrained,
+            train_ann=train_ann,
             overrides=overrides,
             work_dir=work_dir,
             device=device.value,
@@ -331,7 +342,11 @@ def evaluate(
     det_bbox_thr: Annotated[float | None, typer.Option("--det-bbox-thr", help="Detection score threshold.")] = None,
     dataset: Annotated[
         str | None,
-        typer.Option("--dataset", help="coco | coco_wholebody | body_foot | META file (for --predictions)."),
+        typer.Option(
+            "--dataset",
+            help="Keypoint set: coco | coco_wholebody | body_foot | onehand10k | META file "
+            "(default: the checkpoint's / preset's; with --predictions: inferred).",
+        ),
     ] = None,
     keypoints: KeypointsOpt = None,
     flip_test: Annotated[bool | None, typer.Option("--flip-test/--no-flip-test")] = None,
@@ -407,6 +422,12 @@ def predict(
     preset: Annotated[
         str | None, typer.Option("--preset", "-p", help="Preset (default: the checkpoint's own; not for .onnx).")
     ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset", help="Keypoint set: built-in name or META file (default: the checkpoint's; not for .onnx)."
+        ),
+    ] = None,
     bbox_file: Annotated[
         Path | None,
         typer.Option("--bbox-file", help="Boxes: COCO detections (with --ann-file) or records with file_name."),
@@ -470,6 +491,7 @@ def predict(
         skip_bad=skip_bad,
         device=device.value,
         cache_dir=cache_dir,
+        dataset=dataset,
     )
 
 

@@ -105,26 +105,38 @@ class InspectOptions(_Options):
 
 
 class FinetuneOptions(_Options):
-    """``posecli finetune``: the preset, flag overrides of its fields (dotted keys), and the run controls."""
+    """``posecli finetune``: the preset (or what resolves one), flag overrides of its fields, the run controls."""
 
-    preset: str
+    preset: str | None = None  # None: resolved from load_from / pretrained (preset_resolution)
+    dataset: str | None = None  # --dataset NAME|META_FILE
+    keypoints: int | None = None
+    load_from: str | None = None
+    pretrained: str | None = None
+    train_ann: str | None = None
     overrides: dict[str, Any] = {}  # dotted settings keys -> flag values; None values are dropped
-    work_dir: Path | None = None  # default work_dirs/<preset name>
+    work_dir: Path | None = None  # default work_dirs/<preset name, or the checkpoint's file stem>
     device: str = "auto"
     resume: str | None = None  # 'auto' (the work dir's last.pth) or a path
     overwrite: bool = False
     print_config: bool = False
 
+    @property
+    def source(self) -> str | None:
+        """The checkpoint to start from (--load-from or --pretrained), None for neither."""
+        return self.load_from if self.load_from is not None else self.pretrained
+
+    @property
+    def mode(self) -> str:
+        """``load_from`` (whole model) or ``pretrained`` (backbone only)."""
+        return "pretrained" if self.load_from is None and self.pretrained is not None else "load_from"
+
     @model_validator(mode="after")
     def _rules(self) -> FinetuneOptions:
-        overrides = {k: v for k, v in self.overrides.items() if v is not None}
-        if "train.load_from" in overrides or "train.pretrained" in overrides:
-            # a source given on the command line replaces the preset's, never adds to it
-            overrides.setdefault("train.load_from", None)
-            overrides.setdefault("train.pretrained", None)
-        self.overrides = overrides
-        if self.work_dir is None:
-            self.work_dir = Path("work_dirs") / Path(self.preset).stem
+        self.overrides = {k: v for k, v in self.overrides.items() if v is not None}
+        if self.load_from is not None and self.pretrained is not None:
+            raise PoseCliError("can't use both --load-from (whole model) and --pretrained (backbone only). Choose one.")
+        if self.keypoints is not None and self.keypoints < 1:
+            raise PoseCliError(f"--keypoints must be at least 1, got {self.keypoints}")
         return self
 
 

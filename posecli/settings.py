@@ -396,7 +396,8 @@ class Settings(_Strict):
             if count is not None and count != head.out_channels:
                 raise ValueError(
                     f"model.head.out_channels={head.out_channels} but dataset '{self.dataset}' has {count} "
-                    f"keypoints; pass --keypoints {count} or choose the matching dataset"
+                    f"keypoints; pass --keypoints {count}, or --dataset NAME|META_FILE with {head.out_channels} "
+                    "keypoints"
                 )
         return self
 

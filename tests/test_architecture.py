@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("settings", ("posecli.settings", "posecli.options", "posecli.mmpose_config")),
     ("models", ("posecli.models", "posecli.onnx_export")),
     ("checkpoints", ("posecli.checkpoints",)),
-    ("engine", ("posecli.engine", "posecli.sources")),
+    ("engine", ("posecli.engine", "posecli.sources", "posecli.preset_resolution")),
     ("terminal and command flows", ("posecli.report", "posecli.commands")),
     ("command line", ("posecli.cli", "posecli.__main__")),
 ]

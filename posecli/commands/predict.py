@@ -377,6 +377,7 @@ def run_predict_command(
     skip_bad: bool,
     device: str,
     cache_dir: Path | None = None,
+    dataset: str | None = None,
 ) -> PredictRun:
     """`posecli predict`: keypoints for every box of every image / video frame into OUTPUT_DIR/predictions.json."""
     console = Console()
@@ -411,13 +412,16 @@ def run_predict_command(
     # ---- the model
     torch_device = _resolve_device(device)
     if checkpoint.lower().endswith(".onnx"):
-        if preset is not None:
-            raise PoseCliError("an ONNX model carries its own settings; --preset is for .pth checkpoints", checkpoint)
+        if preset is not None or dataset is not None:
+            flag = "--preset" if preset is not None else "--dataset"
+            raise PoseCliError(f"an ONNX model carries its own settings; {flag} is for .pth checkpoints", checkpoint)
         loaded = load_onnx_model(Path(checkpoint), overrides, torch_device)
         if torch_device.type == "cuda" and "CUDAExecutionProvider" not in loaded.model.providers:
             warn("ONNX Runtime has no CUDA provider here (pip install onnxruntime-gpu): running on the CPU")
     else:
-        loaded = load_pytorch_model(checkpoint, preset, overrides, torch_device, cache_dir, progress=download_bar)
+        loaded = load_pytorch_model(
+            checkpoint, preset, overrides, torch_device, cache_dir, progress=download_bar, dataset=dataset
+        )
     for text in loaded.warnings:
         warn(text)
 
