@@ -172,3 +172,85 @@ class EvaluateOptions(_Options):
         if self.save_vis and self.output_dir is None:
             raise PoseCliError("--save-vis writes into OUTPUT_DIR/vis: give --output-dir too")
         return self
+
+
+class PredictOptions(_Options):
+    """``posecli predict``: run ``checkpoint`` (.pth or .onnx) on ``sources``; boxes from one of three places."""
+
+    sources: list[str]
+    checkpoint: str | None = None
+    preset: str | None = None
+    dataset: str | None = None
+    overrides: dict[str, Any] = {}  # dotted test settings -> flag values; None values are dropped
+    bbox_file: Path | None = None
+    ann_file: Path | None = None
+    whole_image: bool = False
+    detector: str | None = None
+    detector_weights: Path | None = None
+    det_bbox_thr: float | None = None
+    output_dir: Path = Path("work_dirs/predict")
+    save_vis: bool = False
+    oks_nms: bool = False
+    skip_bad: bool = False
+    device: str = "auto"
+    cache_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> PredictOptions:
+        self.overrides = {k: v for k, v in self.overrides.items() if v is not None}
+        if self.checkpoint is None:
+            raise PoseCliError("--checkpoint CKPT|MODEL.onnx is required (the model to run)")
+        chosen = [
+            name
+            for name, on in (
+                ("--bbox-file", self.bbox_file),
+                ("--whole-image", self.whole_image),
+                ("--detector", self.detector),
+            )
+            if on
+        ]
+        if len(chosen) != 1:
+            raise PoseCliError(
+                "say where the people are with exactly one of --bbox-file F, --whole-image or --detector NAME"
+                + (f" (got {', '.join(chosen)})" if chosen else "")
+            )
+        if self.ann_file is not None and self.bbox_file is None:
+            raise PoseCliError("--ann-file maps the image ids of --bbox-file to file names; it needs --bbox-file")
+        if self.detector_weights is not None and self.detector is None:
+            raise PoseCliError("--detector-weights needs --detector NAME")
+        if self.det_bbox_thr is not None and self.whole_image:
+            raise PoseCliError("--det-bbox-thr filters detections; --whole-image has none")
+        if self.det_bbox_thr is not None and not 0.0 <= self.det_bbox_thr <= 1.0:
+            raise PoseCliError(f"--det-bbox-thr must be within [0, 1], got {self.det_bbox_thr}")
+        if self.checkpoint.lower().endswith(".onnx") and (self.preset is not None or self.dataset is not None):
+            flag = "--preset" if self.preset is not None else "--dataset"
+            raise PoseCliError(
+                f"an ONNX model carries its own settings; {flag} is for .pth checkpoints", Path(self.checkpoint)
+            )
+        return self
+
+
+EXPORT_FORMATS = ("onnx",)
+
+
+class ExportOptions(_Options):
+    """``posecli export``: ``checkpoint`` to an ONNX file at ``out``."""
+
+    checkpoint: str
+    preset: str | None = None
+    fmt: str = "onnx"
+    out: Path | None = None
+    opset: int = 17
+    overrides: dict[str, Any] = {}  # dotted settings keys -> flag values; None values are dropped
+    cache_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> ExportOptions:
+        self.overrides = {k: v for k, v in self.overrides.items() if v is not None}
+        if self.fmt.lower() not in EXPORT_FORMATS:
+            raise PoseCliError(f"unknown export format '{self.fmt}' (supported: {', '.join(EXPORT_FORMATS)})")
+        if self.out is None:
+            raise PoseCliError("--out MODEL.onnx is required (where to write the exported model)")
+        if not 7 <= self.opset <= 30:
+            raise PoseCliError(f"--opset {self.opset} is out of range (ONNX opsets used today: 11-20; default 17)")
+        return self
