@@ -86,7 +86,7 @@ def _way_out(keypoints: int) -> str:
 
 
 def keypoint_dataset_overrides(
-    preset_label: str, preset_dataset: str | None, keypoints: int | None, dataset: str | None
+    preset_path: str | Path, preset_dataset: str | None, keypoints: int | None, dataset: str | None
 ) -> dict[str, Any]:
     """Overrides ``{dataset, model.head.out_channels}`` for --keypoints / --dataset given with a preset.
 
@@ -106,8 +106,9 @@ def keypoint_dataset_overrides(
         count = dataset_keypoint_count(preset_dataset)
         if count != keypoints:
             raise PoseCliError(
-                f"{preset_label} is for dataset '{preset_dataset}' ({count} keypoints) but --keypoints {keypoints}: "
-                f"{_way_out(keypoints)}, or drop --keypoints"
+                f"the preset is for dataset '{preset_dataset}' ({count} keypoints) but --keypoints {keypoints}: "
+                f"{_way_out(keypoints)}, or drop --keypoints",
+                preset_path,
             )
     return {"model.head.out_channels": keypoints}
 
@@ -254,7 +255,7 @@ def resolve_settings(
         data, path = load_preset_dict(preset)
         shipped = _shipped_name(preset, path)
         label = f"preset '{shipped}'" if shipped else f"preset {path}"
-        overrides.update(keypoint_dataset_overrides(label, data.get("dataset"), keypoints, dataset))
+        overrides.update(keypoint_dataset_overrides(path, data.get("dataset"), keypoints, dataset))
         reasons = [f"settings from {label}"]
         settings = _apply(copy.deepcopy(data), overrides, str(path), validate_settings, reasons)
         return Resolution(settings, shipped, reasons)

@@ -28,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from posecli.checkpoints.sources import human_bytes
+from posecli.files import plural
 from posecli.models import count_parameters
 
 if TYPE_CHECKING:
@@ -276,7 +277,7 @@ class RichTrainReport:
             f"{f', backbone x{cfg.backbone_lr_mult:g}' if cfg.backbone_lr_mult != 1 else ''}, {cfg.optimizer.type}, "
             f"{sched.policy} schedule{f' {sched.step} x{sched.gamma:g}' if sched.policy == 'step' else ''}"
             f"{f', {sched.warmup} warmup {sched.warmup_iters} iters' if sched.warmup else ''}, "
-            f"{cfg.total_epochs} epochs of {len(trainer.loader)} steps"
+            f"{plural(cfg.total_epochs, 'epoch')} of {plural(len(trainer.loader), 'step')}"
         )
         if cfg.freeze_backbone_epochs:
             console.print(f"backbone frozen for the first {cfg.freeze_backbone_epochs} epochs (the head trains alone)")

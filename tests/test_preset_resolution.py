@@ -31,7 +31,7 @@ from posecli.preset_resolution import (
     name_hints,
     resolve_settings,
 )
-from posecli.settings import load_preset_dict, load_settings, settings_to_yaml, validate_settings
+from posecli.settings import load_preset_dict, load_settings, preset_dir, settings_to_yaml, validate_settings
 
 torch.set_num_threads(1)
 runner = CliRunner()
@@ -249,10 +249,10 @@ def test_keypoint_errors_name_the_way_out(tmp_path: Path, kwargs: dict[str, Any]
 
 def test_preset_with_keypoints_needs_the_dataset_flag() -> None:
     with pytest.raises(
-        PoseCliError, match=r"preset 'demo' is for dataset 'body_foot' \(23 keypoints\).* --dataset coco"
+        PoseCliError, match=r"demo.yaml: the preset is for dataset 'body_foot' \(23 keypoints\).* --dataset coco"
     ):
-        keypoint_dataset_overrides("preset 'demo'", "body_foot", 17, None)
-    assert keypoint_dataset_overrides("preset 'demo'", "body_foot", 17, "coco") == {
+        keypoint_dataset_overrides(preset_dir() / "demo.yaml", "body_foot", 17, None)
+    assert keypoint_dataset_overrides("demo.yaml", "body_foot", 17, "coco") == {
         "dataset": "coco",
         "model.head.out_channels": 17,
     }

@@ -21,6 +21,7 @@ from posecli.atomic import atomic_write_with
 from posecli.checkpoints.sources import expected_sha_prefix, sha256_of
 from posecli.datasets.meta import DatasetMeta, load_builtin
 from posecli.errors import PoseCliError
+from posecli.files import with_article
 
 FINAL_PREFIX = "keypoint_head.final_layer."  # the head's per-keypoint output layer (rows = keypoints)
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -192,7 +193,8 @@ def parse_checkpoint(obj: Any, path: str | Path | None = None) -> Checkpoint:
     """Find the tensors in a loaded checkpoint object, detect its format and map its keys to posecli's."""
     where = path if path is not None else "checkpoint"
     if not isinstance(obj, Mapping):
-        raise PoseCliError(f"not a checkpoint: it holds a {type(obj).__name__}, not a dict of tensors", where)
+        held = with_article(type(obj).__name__)
+        raise PoseCliError(f"not a checkpoint: it holds {held}, not a dict of tensors", where)
     container, raw, extras = "bare", None, {}
     for entry in ("state_dict", "model"):
         if isinstance(obj.get(entry), Mapping) and any(isinstance(v, torch.Tensor) for v in obj[entry].values()):
@@ -300,14 +302,15 @@ def _check_plain(obj: Any, where: str) -> None:
     if isinstance(obj, dict):
         for key, value in obj.items():
             if not isinstance(key, (str, int)):
-                raise TypeError(f"{where}: key {key!r} is a {type(key).__name__}; use str or int")
+                raise TypeError(f"{where}: key {key!r} is {with_article(type(key).__name__)}; use str or int")
             _check_plain(value, f"{where}.{key}")
         return
     if isinstance(obj, (list, tuple)):
         for i, value in enumerate(obj):
             _check_plain(value, f"{where}[{i}]")
         return
-    raise TypeError(f"{where} is a {type(obj).__name__}; checkpoints hold only tensors, dicts, lists, numbers, str")
+    kind = with_article(type(obj).__name__)
+    raise TypeError(f"{where} is {kind}; checkpoints hold only tensors, dicts, lists, numbers, str")
 
 
 def save_checkpoint(
