@@ -335,27 +335,33 @@ def save_checkpoint(
 
 
 # ------------------------------------------------------------------------------------------------ describe
+def _json_ready(value: Any) -> Any:
+    """A meta value as plain JSON: NumPy scalars and arrays to numbers and lists, tensors to their shape."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, torch.Tensor):
+        return f"tensor {list(value.shape)}" if value.numel() > 64 else value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
 def _meta_summary(meta: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Scalars of a checkpoint's meta (long strings cut), metrics, and the dataset name."""
+    """A checkpoint's meta as plain JSON (the whole values: settings, metrics, config text), its dataset by name."""
     if not meta:
         return {}
     summary: dict[str, Any] = {}
     for key, value in meta.items():
-        if isinstance(value, bool | int | float) or value is None:
-            summary[key] = value
-        elif isinstance(value, np.generic):
-            summary[key] = value.item()
-        elif isinstance(value, str):
-            lines = value.count("\n") + 1
-            summary[key] = value if lines == 1 and len(value) <= 80 else f"<text, {lines} lines>"
-        elif key == "metrics" and isinstance(value, dict):
-            summary[key] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in value.items()}
-        elif key == "dataset_meta" and isinstance(value, dict):
+        if key == "dataset_meta" and isinstance(value, dict):
             summary["dataset"] = value.get("name") or value.get("dataset_name")
-        elif key == "settings" and isinstance(value, dict):
-            summary["settings"] = "<resolved settings>"
-        elif isinstance(value, dict):
-            summary[key] = f"<{len(value)} entries>"
+        else:
+            summary[key] = _json_ready(value)
     return summary
 
 
