@@ -94,6 +94,11 @@ def print_warning(text: str) -> None:
     Console().print(Text(f"warning: {text}", style="yellow"))
 
 
+def print_note(text: str) -> None:
+    """One plain line on stderr (what posecli chose for the user), apart from the results on stdout."""
+    Console(stderr=True, highlight=False).print(Text(text), soft_wrap=True)
+
+
 def print_written(paths: list[Path]) -> None:
     """A 'wrote PATH' line per file."""
     console = Console()
