@@ -244,7 +244,7 @@ def resolve_settings(
     progress: DownloadProgress | None = None,
 ) -> Resolution:
     """Settings for fine-tuning ``source`` (--load-from / --pretrained) with or without a preset; flags win."""
-    from posecli.settings import load_preset_dict, validate_settings
+    from posecli.settings import load_preset_dict, validate_settings, with_meta_path
 
     overrides = dict(overrides or {})
     if source is not None:  # the source given replaces the preset's, never adds to it
@@ -253,6 +253,7 @@ def resolve_settings(
         overrides["data.train_ann"] = train_ann
     if preset is not None:
         data, path = load_preset_dict(preset)
+        data = with_meta_path(data, path)
         shipped = _shipped_name(preset, path)
         label = f"preset '{shipped}'" if shipped else f"preset {path}"
         overrides.update(keypoint_dataset_overrides(path, data.get("dataset"), keypoints, dataset))

@@ -123,3 +123,18 @@ def test_warm_up_longer_than_the_run_warns(tmp_path: Path, cache: Path) -> None:
     text = " ".join(result.output.split())
     assert "warning: the linear warm-up lasts 50 iterations, longer than the whole run (1 iteration)" in text
     assert "1 epoch of 1 step" in text
+
+
+def test_finetune_preset_with_a_meta_file_next_to_it(tmp_path: Path) -> None:
+    """An imported preset names its meta file relative to itself (`presets import`): finetune finds it."""
+    from posecli.datasets.meta import load_builtin
+
+    (tmp_path / "my.meta.yaml").write_text(yaml.safe_dump(load_builtin("body_foot").to_dict()))
+    preset = yaml.safe_load((preset_dir() / "demo.yaml").read_text())
+    preset["dataset"] = "my.meta.yaml"
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(preset))
+    args = ["finetune", "--preset", str(tmp_path / "p.yaml"), "--keypoints", "23", "--print-config"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    printed = yaml.safe_load(result.stdout)
+    assert printed["dataset"] == str(tmp_path / "my.meta.yaml") and printed["model"]["head"]["out_channels"] == 23
