@@ -167,7 +167,8 @@ def download_checkpoint(
             try:
                 sha = _stream_to(url, out, timeout=timeout, max_bytes=max_bytes, progress=progress)
             except PoseCliError as exc:
-                if not exc.message.startswith(("download failed", "download timed out")):
+                network = exc.message.startswith(("download failed", "download timed out"))
+                if not network or exc.message.startswith("download failed: HTTP"):  # the server answered
                     raise
                 offline = f"; offline? copy the file to {dest} or pass its local path instead of the URL"
                 raise PoseCliError(exc.message + offline, url) from None
