@@ -1,20 +1,75 @@
 """The posecli command line: Typer flags only. Each command builds its typed options (``options.py``) and calls
-``commands.<name>.run``; the command modules (and torch, Rich) are imported only when a command runs."""
+``commands.<name>.run``; the command modules (and torch, Rich) are imported only when a command runs.
+
+Help pages are laid out by ``commands/help.py`` (panels, defaults, examples; nothing cut at 80 columns), and usage
+errors (missing option, bad choice) end the command with one ``error:`` line and exit 2, as every other bad input.
+"""
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
+from posecli import __version__
+from posecli import cli_flags as flags
 from posecli.errors import PoseCliError
 
+try:  # Typer >= 0.20 ships its own copy of click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older Typer with click installed
+    from click.exceptions import UsageError  # type: ignore[no-redef]
 
-class _Group(TyperGroup):
-    """Root command group: a PoseCliError anywhere ends the command with one line on stderr and exit 2."""
+
+def _usage_error(exc: UsageError) -> NoReturn:
+    """End the command on a usage error: one ``error:`` line (the help page for a bare group), exit 2."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `posecli` alone: the help page
+        typer.echo(exc.format_message())
+    else:
+        from posecli.commands.help import usage_error_line
+
+        _echo_err(usage_error_line(exc))
+    raise typer.Exit(2) from None
+
+
+def _one_line_usage_errors(call: Any, ctx: typer.Context, *args: Any) -> Any:
+    try:
+        return call(ctx, *args)
+    except UsageError as exc:
+        _usage_error(exc)
+
+
+class _Command(TyperCommand):
+    """A command whose help fits the terminal (commands/help.py)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from posecli.commands.help import page_for, render_help
+
+        formatter.write(render_help(page_for(self, ctx), color=ctx.color is not False) + "\n")
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return _one_line_usage_errors(super().parse_args, ctx, args)
+
+
+class _SubGroup(TyperGroup):
+    """``posecli presets``: a group with the same help layout."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from posecli.commands.help import group_page_for, render_help
+
+        formatter.write(render_help(group_page_for(self, ctx), color=ctx.color is not False) + "\n")
+
+
+class _Group(_SubGroup):
+    """Root command group: a PoseCliError or usage error anywhere ends the command with one line and exit 2."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except UsageError as exc:
+            _usage_error(exc)
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         # `--resume` takes an optional value: a bare `--resume` means "the work dir's last.pth".
@@ -27,7 +82,7 @@ class _Group(TyperGroup):
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            return _one_line_usage_errors(super().invoke, ctx)
         except PoseCliError as exc:
             _echo_err(str(exc))
             raise typer.Exit(2) from None
@@ -44,40 +99,45 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-presets_app = typer.Typer(help="List and show presets; import and export MMPose 0.x configs.", no_args_is_help=True)
+presets_app = typer.Typer(
+    cls=_SubGroup, help="List and show presets; import and export MMPose 0.x configs.", no_args_is_help=True
+)
 app.add_typer(presets_app, name="presets")
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"posecli {__version__}")
+        raise typer.Exit()
 
 
-class PostProcess(str, Enum):
-    default = "default"
-    unbiased = "unbiased"
-    none = "none"
-
-
-PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="Shipped preset name or path to a preset YAML.")]
-KeypointsOpt = Annotated[
-    int | None,
-    typer.Option("--keypoints", help="Number of keypoints of the head (overrides model.head.out_channels)."),
-]
-DeviceOpt = Annotated[Device, typer.Option("--device", help="auto picks CUDA when available.")]
-PrintConfigOpt = Annotated[bool, typer.Option("--print-config", help="Print the resolved settings as YAML and exit.")]
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_show_version, help="Print posecli's version and exit."),
+    ] = False,
+) -> None:
+    pass
 
 
 def _echo_err(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
+def _command(name: str, examples: str, group: typer.Typer = app) -> Any:
+    return group.command(name, cls=_Command, epilog=examples)
+
+
 # ---------------------------------------------------------------------------------------------- presets
-@presets_app.command("import")
+@_command(
+    "import",
+    "posecli presets import hrnet_w32_coco_256x192.py --out my.yaml\nposecli finetune --preset my.yaml --print-config",
+    presets_app,
+)
 def presets_import(
-    config: Annotated[Path, typer.Argument(help="MMPose 0.x config .py (read, never executed).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Preset YAML to write.")],
+    config: flags.PresetsImportConfig,
+    out: flags.PresetsImportOut,
 ) -> None:
     """Turn an MMPose 0.x top-down heatmap config into a posecli preset; prints what was mapped and ignored."""
     from posecli.commands import presets
@@ -85,10 +145,15 @@ def presets_import(
     presets.run_import(config, out)
 
 
-@presets_app.command("export-mmpose")
+@_command(
+    "export-mmpose",
+    "posecli presets export-mmpose demo --out demo_config.py\n"
+    "posecli presets export-mmpose work_dirs/demo/best.pth --out config.py",
+    presets_app,
+)
 def presets_export_mmpose(
-    source: Annotated[str, typer.Argument(help="Preset name, preset YAML or posecli checkpoint (.pth).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="MMPose config .py to write.")],
+    source: flags.PresetsExportMmposeSource,
+    out: flags.PresetsExportMmposeOut,
 ) -> None:
     """Write an MMPose 0.x config (model, data_cfg, pipelines, test_cfg, dataset_info, schedule)."""
     from posecli.commands import presets
@@ -96,18 +161,18 @@ def presets_export_mmpose(
     presets.run_export_mmpose(source, out)
 
 
-@presets_app.command("list")
+@_command("list", "posecli presets list\nposecli presets show demo", presets_app)
 def presets_list() -> None:
-    """List the shipped presets with their keypoint count and input size."""
+    """List the shipped presets with their dataset, keypoint count, input size and starting checkpoint."""
     from posecli.commands import presets
 
     presets.run_list()
 
 
-@presets_app.command("show")
+@_command("show", "posecli presets show demo\nposecli presets show my.yaml --json", presets_app)
 def presets_show(
-    name: Annotated[str, typer.Argument(help="Preset name or path.")],
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: settings and dataset_meta.")] = False,
+    name: flags.PresetsShowName,
+    as_json: flags.PresetsShowAsJson = False,
 ) -> None:
     """Print a preset's resolved settings and its dataset metadata summary."""
     from posecli.commands import presets
@@ -116,43 +181,28 @@ def presets_show(
 
 
 # -------------------------------------------------------------------------------------- convert-dataset
-@app.command("convert-dataset")
+@_command(
+    "convert-dataset",
+    "posecli convert-dataset data.yaml --from yolo-pose --split val \\\n"
+    "    --keypoints coco --out val.json\n"
+    "posecli convert-dataset val.json --check --img-dir images/\n"
+    "posecli convert-dataset --from synthetic --num-images 50 --out synth/",
+)
 def convert_dataset(
-    src: Annotated[str | None, typer.Argument(help="Source file or folder (not needed for --from synthetic).")] = None,
-    from_format: Annotated[
-        str | None,
-        typer.Option("--from", help="coco-wholebody | yolo-pose | labelme | deeplabcut | synthetic"),
-    ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output COCO JSON (a folder for synthetic).")] = None,
-    check: Annotated[bool, typer.Option("--check", help="Validate SRC as a COCO keypoint file.")] = False,
-    img_dir: Annotated[
-        Path | None, typer.Option("--img-dir", help="Image folder (for --check; deeplabcut: the project folder).")
-    ] = None,
-    parts: Annotated[str | None, typer.Option("--parts", help="coco-wholebody: parts to keep, e.g. body,foot")] = None,
-    num_images: Annotated[int, typer.Option("--num-images", help="synthetic: number of images.")] = 100,
-    keypoints: Annotated[
-        str | None,
-        typer.Option(
-            "--keypoints",
-            help="synthetic: coco | body_foot | coco_wholebody (default coco). labelme, deeplabcut, yolo-pose: "
-            "keypoint order as a built-in set, a meta file or comma-separated names.",
-        ),
-    ] = None,
-    image_size: Annotated[int, typer.Option("--image-size", help="synthetic: image side in pixels.")] = 256,
-    seed: Annotated[int, typer.Option("--seed", help="synthetic: random seed.")] = 0,
-    margin: Annotated[
-        float,
-        typer.Option(
-            "--margin", help="labelme/deeplabcut boxes from points: pad each side by this x the points' longer extent."
-        ),
-    ] = 0.1,
-    allow_outside_img_dir: Annotated[
-        bool, typer.Option("--allow-outside-img-dir", help="Accept image paths escaping --img-dir.")
-    ] = False,
-    split: Annotated[
-        str | None, typer.Option("--split", help="yolo-pose: convert one split of data.yaml (e.g. train, val).")
-    ] = None,
-    max_people: Annotated[int, typer.Option("--max-people", help="synthetic: most people in one image.")] = 2,
+    src: flags.ConvertDatasetSrc = None,
+    from_format: flags.ConvertDatasetFromFormat = None,
+    img_dir: flags.ConvertDatasetImgDir = None,
+    keypoints: flags.ConvertDatasetKeypoints = None,
+    parts: flags.ConvertDatasetParts = None,
+    split: flags.ConvertDatasetSplit = None,
+    margin: flags.ConvertDatasetMargin = 0.1,
+    allow_outside_img_dir: flags.ConvertDatasetAllowOutsideImgDir = False,
+    num_images: flags.ConvertDatasetNumImages = 100,
+    image_size: flags.ConvertDatasetImageSize = 256,
+    max_people: flags.ConvertDatasetMaxPeople = 2,
+    seed: flags.ConvertDatasetSeed = 0,
+    out: flags.ConvertDatasetOut = None,
+    check: flags.ConvertDatasetCheck = False,
 ) -> None:
     """Convert other keypoint formats to COCO, generate synthetic people, or --check a COCO file."""
     from posecli.commands import convert
@@ -179,27 +229,19 @@ def convert_dataset(
 
 
 # ----------------------------------------------------------------------------------- inspect-checkpoint
-@app.command("inspect-checkpoint")
+@_command(
+    "inspect-checkpoint",
+    "posecli inspect-checkpoint builtin://demo_coco17.pth\n"
+    "posecli inspect-checkpoint CKPT.pth --preset demo --keypoints 23 --json",
+)
 def inspect_checkpoint(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint path, or a file://, http(s):// or builtin:// URL.")],
-    preset: Annotated[str | None, typer.Option("--preset", "-p", help="Show the load plan into this preset.")] = None,
-    keypoints: KeypointsOpt = None,
-    keypoint_map: Annotated[
-        Path | None, typer.Option("--keypoint-map", help="YAML/JSON {new_name: old_name} for the transplant.")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--cache-dir", help="Download cache (default $POSECLI_CACHE/checkpoints or ~/.cache/posecli/checkpoints)."
-        ),
-    ] = None,
-    timeout: Annotated[
-        float | None,
-        typer.Option(
-            "--timeout", min=0.001, help="Download timeout, seconds (default $POSECLI_DOWNLOAD_TIMEOUT or 60)."
-        ),
-    ] = None,
+    checkpoint: flags.InspectCheckpointCheckpoint,
+    preset: flags.InspectCheckpointPreset = None,
+    keypoints: flags.InspectCheckpointKeypoints = None,
+    keypoint_map: flags.InspectCheckpointKeypointMap = None,
+    cache_dir: flags.InspectCheckpointCacheDir = None,
+    timeout: flags.InspectCheckpointTimeout = None,
+    as_json: flags.InspectCheckpointAsJson = False,
 ) -> None:
     """Describe a checkpoint; with --preset, show what finetune --load-from would do with it."""
     from posecli.commands import inspect
@@ -219,67 +261,59 @@ def inspect_checkpoint(
 
 
 # ------------------------------------------------------------------------------------------------ finetune
-@app.command("finetune")
+_FINETUNE_EXAMPLES = """\
+# the demo: synthetic data, a few minutes on a CPU
+posecli finetune --preset demo
+# your COCO-format data, starting from an MMPose model-zoo checkpoint
+posecli finetune --keypoints 17 --load-from hrnet_w32_coco_256x192.pth \\
+    --train-ann train.json --train-img-dir images/ \\
+    --val-ann val.json --val-img-dir images/
+# keep the resolved settings as a preset
+posecli finetune --keypoints 133 --load-from CKPT --print-config > my.yaml"""
+
+
+@_command("finetune", _FINETUNE_EXAMPLES)
 def finetune(
-    preset: PresetOpt,
-    keypoints: KeypointsOpt = None,
-    load_from: Annotated[str | None, typer.Option("--load-from", help="Whole-model checkpoint (path/URL).")] = None,
-    pretrained: Annotated[str | None, typer.Option("--pretrained", help="Backbone-only checkpoint.")] = None,
-    keypoint_map: Annotated[str | None, typer.Option("--keypoint-map", help="{new_name: old_name} file.")] = None,
-    train_ann: Annotated[str | None, typer.Option("--train-ann", help="Training COCO keypoint file.")] = None,
-    train_img_dir: Annotated[str | None, typer.Option("--train-img-dir", help="Training images.")] = None,
-    val_ann: Annotated[str | None, typer.Option("--val-ann", help="Validation COCO keypoint file.")] = None,
-    val_img_dir: Annotated[str | None, typer.Option("--val-img-dir", help="Validation images.")] = None,
-    work_dir: Annotated[
-        Path | None, typer.Option("--work-dir", help="Output folder (default work_dirs/PRESET).")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="train.total_epochs")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Per-process batch size.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="train.optimizer.lr")] = None,
-    device: DeviceOpt = Device.auto,
-    resume: Annotated[
-        str | None,
-        typer.Option("--resume", help="Resume from PATH; a bare --resume takes last.pth of the work dir."),
-    ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="train.seed")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Data-loading worker processes.")] = None,
-    eval_interval: Annotated[int | None, typer.Option("--eval-interval", help="Evaluate every N epochs.")] = None,
-    amp: Annotated[str | None, typer.Option("--amp", help="auto | bf16 | fp16 | none")] = None,
-    compile_model: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile")] = None,
-    freeze_backbone_epochs: Annotated[int | None, typer.Option("--freeze-backbone-epochs")] = None,
-    freeze_bn: Annotated[bool | None, typer.Option("--freeze-bn/--no-freeze-bn")] = None,
-    backbone_lr_mult: Annotated[float | None, typer.Option("--backbone-lr-mult")] = None,
-    auto_scale_lr: Annotated[
-        int | None, typer.Option("--auto-scale-lr", help="Base batch for linear lr scaling.")
-    ] = None,
-    sync_bn: Annotated[bool | None, typer.Option("--sync-bn/--no-sync-bn")] = None,
-    grad_clip: Annotated[float | None, typer.Option("--grad-clip", help="Max gradient norm.")] = None,
-    save_best: Annotated[
-        str | None, typer.Option("--save-best", help="Metric that picks best.pth (train.save_best, e.g. AP, AR).")
-    ] = None,
-    log_interval: Annotated[int | None, typer.Option("--log-interval", help="Log every N iterations.")] = None,
-    eval_before: Annotated[
-        bool | None,
-        typer.Option("--eval-before/--no-eval-before", help="Evaluate the loaded model once before training."),
-    ] = None,
-    allow_outside_img_dir: Annotated[
-        bool | None, typer.Option("--allow-outside-img-dir", help="Accept image paths escaping the image dirs.")
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Start a new run in a work dir that already holds one.")
-    ] = False,
-    print_config: PrintConfigOpt = False,
+    preset: flags.FinetunePreset = None,
+    load_from: flags.FinetuneLoadFrom = None,
+    pretrained: flags.FinetunePretrained = None,
+    keypoints: flags.FinetuneKeypoints = None,
+    dataset: flags.FinetuneDataset = None,
+    keypoint_map: flags.FinetuneKeypointMap = None,
+    train_ann: flags.FinetuneTrainAnn = None,
+    train_img_dir: flags.FinetuneTrainImgDir = None,
+    val_ann: flags.FinetuneValAnn = None,
+    val_img_dir: flags.FinetuneValImgDir = None,
+    allow_outside_img_dir: flags.FinetuneAllowOutsideImgDir = None,
+    workers: flags.FinetuneWorkers = None,
+    epochs: flags.FinetuneEpochs = None,
+    batch_size: flags.FinetuneBatchSize = None,
+    lr: flags.FinetuneLr = None,
+    auto_scale_lr: flags.FinetuneAutoScaleLr = None,
+    backbone_lr_mult: flags.FinetuneBackboneLrMult = None,
+    freeze_backbone_epochs: flags.FinetuneFreezeBackboneEpochs = None,
+    freeze_bn: flags.FinetuneFreezeBn = None,
+    grad_clip: flags.FinetuneGradClip = None,
+    eval_interval: flags.FinetuneEvalInterval = None,
+    eval_before: flags.FinetuneEvalBefore = None,
+    save_best: flags.FinetuneSaveBest = None,
+    seed: flags.FinetuneSeed = None,
+    device: flags.FinetuneDevice = flags.Device.auto,
+    amp: flags.FinetuneAmp = None,
+    compile_model: flags.FinetuneCompileModel = None,
+    sync_bn: flags.FinetuneSyncBn = None,
+    resume: flags.FinetuneResume = None,
+    work_dir: flags.FinetuneWorkDir = None,
+    overwrite: flags.FinetuneOverwrite = False,
+    log_interval: flags.FinetuneLogInterval = None,
+    print_config: flags.FinetunePrintConfig = False,
 ) -> None:
     """Fine-tune a model: load a checkpoint, swap the head, train, evaluate, keep last/best checkpoints."""
     from posecli.commands import finetune as finetune_command
     from posecli.options import FinetuneOptions
 
     overrides: dict[str, Any] = {
-        "model.head.out_channels": keypoints,
-        "train.load_from": load_from,
-        "train.pretrained": pretrained,
         "train.keypoint_map": keypoint_map,
-        "data.train_ann": train_ann,
         "data.train_img_dir": train_img_dir,
         "data.val_ann": val_ann,
         "data.val_img_dir": val_img_dir,
@@ -290,7 +324,7 @@ def finetune(
         "train.seed": seed,
         "train.workers": workers,
         "train.eval_interval": eval_interval,
-        "train.amp": amp,
+        "train.amp": amp.value if amp else None,
         "train.compile": compile_model,
         "train.freeze_backbone_epochs": freeze_backbone_epochs,
         "train.freeze_bn": freeze_bn,
@@ -305,6 +339,11 @@ def finetune(
     finetune_command.run(
         FinetuneOptions(
             preset=preset,
+            dataset=dataset,
+            keypoints=keypoints,
+            load_from=load_from,
+            pretrained=pretrained,
+            train_ann=train_ann,
             overrides=overrides,
             work_dir=work_dir,
             device=device.value,
@@ -315,66 +354,77 @@ def finetune(
     )
 
 
+def _test_overrides(
+    flip_test: bool | None,
+    post_process: flags.PostProcess | None,
+    modulate_kernel: int | None,
+    shift_heatmap: bool | None,
+    batch_size: int | None,
+    oks_thr: float | None,
+    vis_thr: float | None,
+) -> dict[str, Any]:
+    return {
+        "test.flip_test": flip_test,
+        "test.post_process": post_process.value if post_process else None,
+        "test.modulate_kernel": modulate_kernel,
+        "test.shift_heatmap": shift_heatmap,
+        "test.batch_size": batch_size,
+        "test.oks_thr": oks_thr,
+        "test.vis_thr": vis_thr,
+    }
+
+
 # ------------------------------------------------------------------------------------------------ evaluate
-@app.command("evaluate")
+_EVALUATE_EXAMPLES = """\
+# the demo checkpoint on the synthetic data it was validated on
+posecli evaluate --checkpoint work_dirs/demo/best.pth
+# a checkpoint on your COCO-format set, with detected boxes
+posecli evaluate -c best.pth --ann-file val.json --img-dir images/ \\
+    --bbox-file dets.json -o eval/
+# score a results file (no model)
+posecli evaluate --predictions results.json --ann-file val.json"""
+
+
+@_command("evaluate", _EVALUATE_EXAMPLES)
 def evaluate(
-    checkpoint: Annotated[str | None, typer.Option("--checkpoint", "-c", help="Checkpoint path or URL.")] = None,
-    predictions: Annotated[
-        Path | None, typer.Option("--predictions", help="Score this results file instead of running a model.")
-    ] = None,
-    preset: Annotated[
-        str | None, typer.Option("--preset", "-p", help="Preset (default: the checkpoint's own).")
-    ] = None,
-    ann_file: Annotated[Path | None, typer.Option("--ann-file", help="COCO keypoint ground truth.")] = None,
-    img_dir: Annotated[Path | None, typer.Option("--img-dir", help="Image folder.")] = None,
-    bbox_file: Annotated[Path | None, typer.Option("--bbox-file", help="Person detections (COCO results).")] = None,
-    det_bbox_thr: Annotated[float | None, typer.Option("--det-bbox-thr", help="Detection score threshold.")] = None,
-    dataset: Annotated[
-        str | None,
-        typer.Option("--dataset", help="coco | coco_wholebody | body_foot | META file (for --predictions)."),
-    ] = None,
-    keypoints: KeypointsOpt = None,
-    flip_test: Annotated[bool | None, typer.Option("--flip-test/--no-flip-test")] = None,
-    post_process: Annotated[PostProcess | None, typer.Option("--post-process")] = None,
-    modulate_kernel: Annotated[int | None, typer.Option("--modulate-kernel", help="DARK blur kernel (odd).")] = None,
-    shift_heatmap: Annotated[bool | None, typer.Option("--shift-heatmap/--no-shift-heatmap")] = None,
-    soft_nms: Annotated[
-        bool | None, typer.Option("--soft-nms/--no-soft-nms", help="Soft OKS NMS instead of greedy OKS NMS.")
-    ] = None,
-    oks_thr: Annotated[float | None, typer.Option("--oks-thr", help="OKS NMS threshold (test.oks_thr).")] = None,
-    vis_thr: Annotated[
-        float | None, typer.Option("--vis-thr", help="Keypoint score threshold for rescoring (test.vis_thr).")
-    ] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Data-loading worker processes.")] = None,
-    output_dir: Annotated[
-        Path | None, typer.Option("--output-dir", "-o", help="Write results.json, metrics.json.")
-    ] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    device: DeviceOpt = Device.auto,
-    per_keypoint: Annotated[bool, typer.Option("--per-keypoint", help="Also print the per-keypoint table.")] = False,
-    save_vis: Annotated[int, typer.Option("--save-vis", help="Draw predictions on N images into OUTPUT_DIR/vis.")] = 0,
-    vis_gt: Annotated[bool, typer.Option("--vis-gt", help="Also draw the ground truth.")] = False,
-    allow_outside_img_dir: Annotated[bool, typer.Option("--allow-outside-img-dir")] = False,
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Download cache for URLs.")] = None,
-    print_config: PrintConfigOpt = False,
+    checkpoint: flags.EvaluateCheckpoint = None,
+    preset: flags.PresetForCkptOpt = None,
+    dataset: flags.EvaluateDataset = None,
+    keypoints: flags.EvaluateKeypoints = None,
+    cache_dir: flags.EvaluateCacheDir = None,
+    ann_file: flags.EvaluateAnnFile = None,
+    img_dir: flags.EvaluateImgDir = None,
+    bbox_file: flags.EvaluateBboxFile = None,
+    det_bbox_thr: flags.EvaluateDetBboxThr = None,
+    predictions: flags.EvaluatePredictions = None,
+    allow_outside_img_dir: flags.EvaluateAllowOutsideImgDir = False,
+    flip_test: flags.FlipTestOpt = None,
+    post_process: flags.PostProcessOpt = None,
+    modulate_kernel: flags.ModulateKernelOpt = None,
+    shift_heatmap: flags.ShiftHeatmapOpt = None,
+    soft_nms: flags.EvaluateSoftNms = None,
+    oks_thr: flags.OksThrOpt = None,
+    vis_thr: flags.VisThrOpt = None,
+    batch_size: flags.BatchSizeOpt = None,
+    workers: flags.EvaluateWorkers = None,
+    device: flags.EvaluateDevice = flags.Device.auto,
+    output_dir: flags.EvaluateOutputDir = None,
+    per_keypoint: flags.EvaluatePerKeypoint = False,
+    save_vis: flags.EvaluateSaveVis = 0,
+    vis_gt: flags.EvaluateVisGt = False,
+    print_config: flags.EvaluatePrintConfig = False,
 ) -> None:
     """Evaluate a checkpoint on a COCO-format set (flip test, DARK), or score a results file."""
     from posecli.commands import evaluate as evaluate_command
     from posecli.options import EvaluateOptions
 
     test_overrides: dict[str, Any] = {
+        **_test_overrides(flip_test, post_process, modulate_kernel, shift_heatmap, batch_size, oks_thr, vis_thr),
         "model.head.out_channels": keypoints,
         "data.bbox_file": str(bbox_file) if bbox_file else None,
         "data.det_bbox_thr": det_bbox_thr,
         "data.allow_outside_img_dir": allow_outside_img_dir or None,
-        "test.flip_test": flip_test,
-        "test.post_process": post_process.value if post_process else None,
-        "test.modulate_kernel": modulate_kernel,
-        "test.shift_heatmap": shift_heatmap,
-        "test.batch_size": batch_size,
         "test.soft_nms": soft_nms,
-        "test.oks_thr": oks_thr,
-        "test.vis_thr": vis_thr,
         "train.workers": workers,
     }
     evaluate_command.run(
@@ -398,99 +448,96 @@ def evaluate(
 
 
 # ------------------------------------------------------------------------------------------------- predict
-@app.command("predict")
+_PREDICT_EXAMPLES = """\
+posecli predict photos/ --checkpoint best.pth --detector \\
+    fasterrcnn_resnet50_fpn_v2 --save-vis
+posecli predict clip.mp4 -c model.onnx --whole-image -o out/
+posecli predict 'shots/*.jpg' -c best.pth --bbox-file boxes.json"""
+
+
+@_command("predict", _PREDICT_EXAMPLES)
 def predict(
-    sources: Annotated[list[str], typer.Argument(help="Images, folders, videos or globs (quote globs).")],
-    checkpoint: Annotated[
-        str | None, typer.Option("--checkpoint", "-c", help="Checkpoint path/URL, or a MODEL.onnx from export.")
-    ] = None,
-    preset: Annotated[
-        str | None, typer.Option("--preset", "-p", help="Preset (default: the checkpoint's own; not for .onnx).")
-    ] = None,
-    bbox_file: Annotated[
-        Path | None,
-        typer.Option("--bbox-file", help="Boxes: COCO detections (with --ann-file) or records with file_name."),
-    ] = None,
-    ann_file: Annotated[Path | None, typer.Option("--ann-file", help="COCO file mapping image ids to files.")] = None,
-    whole_image: Annotated[bool, typer.Option("--whole-image", help="One box = the whole image/frame.")] = False,
-    detector: Annotated[
-        str | None, typer.Option("--detector", help="torchvision person detector, e.g. fasterrcnn_resnet50_fpn_v2.")
-    ] = None,
-    detector_weights: Annotated[
-        Path | None, typer.Option("--detector-weights", help="Local state_dict for --detector (default: COCO).")
-    ] = None,
-    det_bbox_thr: Annotated[
-        float | None,
-        typer.Option("--det-bbox-thr", help="Drop boxes scoring below this (bbox file: preset's, detector: 0.3)."),
-    ] = None,
-    flip_test: Annotated[bool | None, typer.Option("--flip-test/--no-flip-test")] = None,
-    post_process: Annotated[PostProcess | None, typer.Option("--post-process")] = None,
-    modulate_kernel: Annotated[int | None, typer.Option("--modulate-kernel", help="DARK blur kernel (odd).")] = None,
-    shift_heatmap: Annotated[bool | None, typer.Option("--shift-heatmap/--no-shift-heatmap")] = None,
-    vis_thr: Annotated[
-        float | None, typer.Option("--vis-thr", help="Keypoint score threshold for rescoring and drawing.")
-    ] = None,
-    oks_nms: Annotated[bool, typer.Option("--oks-nms", help="OKS NMS per image/frame (test.oks_thr).")] = False,
-    oks_thr: Annotated[float | None, typer.Option("--oks-thr", help="OKS NMS threshold.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Boxes per forward pass.")] = None,
-    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Writes predictions.json (and vis/).")] = Path(
-        "work_dirs/predict"
-    ),
-    save_vis: Annotated[bool, typer.Option("--save-vis", help="Draw into OUTPUT_DIR/vis (images, videos).")] = False,
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Warn about unreadable inputs and go on.")] = False,
-    device: DeviceOpt = Device.auto,
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Download cache for URLs.")] = None,
+    sources: flags.PredictSources,
+    bbox_file: flags.PredictBboxFile = None,
+    ann_file: flags.PredictAnnFile = None,
+    whole_image: flags.PredictWholeImage = False,
+    detector: flags.PredictDetector = None,
+    detector_weights: flags.PredictDetectorWeights = None,
+    det_bbox_thr: flags.PredictDetBboxThr = None,
+    skip_bad: flags.PredictSkipBad = False,
+    checkpoint: flags.PredictCheckpoint = None,
+    preset: flags.PresetForCkptOpt = None,
+    dataset: flags.PredictDataset = None,
+    cache_dir: flags.PredictCacheDir = None,
+    flip_test: flags.FlipTestOpt = None,
+    post_process: flags.PostProcessOpt = None,
+    modulate_kernel: flags.ModulateKernelOpt = None,
+    shift_heatmap: flags.ShiftHeatmapOpt = None,
+    vis_thr: flags.VisThrOpt = None,
+    oks_nms: flags.PredictOksNms = False,
+    oks_thr: flags.OksThrOpt = None,
+    batch_size: flags.BatchSizeOpt = None,
+    device: flags.PredictDevice = flags.Device.auto,
+    output_dir: flags.PredictOutputDir = Path("work_dirs/predict"),
+    save_vis: flags.PredictSaveVis = False,
 ) -> None:
     """Run a model (.pth or exported .onnx) on images, folders and videos; write predictions.json."""
-    from posecli.commands.predict import run_predict_command
+    from posecli.commands import predict as predict_command
+    from posecli.options import PredictOptions
 
-    test_overrides: dict[str, Any] = {
-        "test.flip_test": flip_test,
-        "test.post_process": post_process.value if post_process else None,
-        "test.modulate_kernel": modulate_kernel,
-        "test.shift_heatmap": shift_heatmap,
-        "test.batch_size": batch_size,
-        "test.vis_thr": vis_thr,
-        "test.oks_thr": oks_thr,
-    }
-    run_predict_command(
-        sources,
-        checkpoint=checkpoint,
-        preset=preset,
-        overrides={k: v for k, v in test_overrides.items() if v is not None},
-        bbox_file=bbox_file,
-        ann_file=ann_file,
-        whole_image=whole_image,
-        detector=detector,
-        detector_weights=detector_weights,
-        det_bbox_thr=det_bbox_thr,
-        output_dir=output_dir,
-        save_vis=save_vis,
-        oks_nms=oks_nms,
-        skip_bad=skip_bad,
-        device=device.value,
-        cache_dir=cache_dir,
+    overrides = _test_overrides(flip_test, post_process, modulate_kernel, shift_heatmap, batch_size, oks_thr, vis_thr)
+    predict_command.run(
+        PredictOptions(
+            sources=sources,
+            checkpoint=checkpoint,
+            preset=preset,
+            dataset=dataset,
+            overrides=overrides,
+            bbox_file=bbox_file,
+            ann_file=ann_file,
+            whole_image=whole_image,
+            detector=detector,
+            detector_weights=detector_weights,
+            det_bbox_thr=det_bbox_thr,
+            output_dir=output_dir,
+            save_vis=save_vis,
+            oks_nms=oks_nms,
+            skip_bad=skip_bad,
+            device=device.value,
+            cache_dir=cache_dir,
+        )
     )
 
 
 # -------------------------------------------------------------------------------------------------- export
-@app.command("export")
+@_command(
+    "export",
+    "posecli export work_dirs/demo/best.pth --out demo.onnx\nposecli predict photos/ -c demo.onnx --whole-image",
+)
 def export(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint path or URL.")],
-    preset: Annotated[
-        str | None, typer.Option("--preset", "-p", help="Preset (default: the checkpoint's own).")
-    ] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="Export format: onnx.")] = "onnx",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file, e.g. model.onnx.")] = None,
-    opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.")] = 17,
-    keypoints: KeypointsOpt = None,
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Download cache for URLs.")] = None,
+    checkpoint: flags.ExportCheckpoint,
+    preset: flags.PresetForCkptOpt = None,
+    keypoints: flags.ExportKeypoints = None,
+    cache_dir: flags.ExportCacheDir = None,
+    out: flags.ExportOut = None,
+    fmt: flags.ExportFmt = "onnx",
+    opset: flags.ExportOpset = 17,
 ) -> None:
     """Export a checkpoint to ONNX (settings inside the file), checked against PyTorch with ONNX Runtime."""
-    from posecli.commands.export import run_export_command
+    from posecli.commands import export as export_command
+    from posecli.options import ExportOptions
 
-    overrides = {"model.head.out_channels": keypoints} if keypoints is not None else {}
-    run_export_command(checkpoint, preset, fmt, out, opset, overrides, cache_dir)
+    export_command.run(
+        ExportOptions(
+            checkpoint=checkpoint,
+            preset=preset,
+            fmt=fmt,
+            out=out,
+            opset=opset,
+            overrides={"model.head.out_channels": keypoints},
+            cache_dir=cache_dir,
+        )
+    )
 
 
 def main() -> None:

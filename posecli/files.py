@@ -50,6 +50,16 @@ def max_annotation_bytes() -> int:
     return value
 
 
+def with_article(noun: str) -> str:
+    """``noun`` after "a" or "an": "an annotation file", "a results file"."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 step``, ``2 steps``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def load_json_file(path: str | Path, what: str = "annotation file") -> Any:
     """Parse a JSON file after checking its size against the limit; errors name the file and the position."""
     path = Path(path)
@@ -58,7 +68,7 @@ def load_json_file(path: str | Path, what: str = "annotation file") -> Any:
     except OSError as exc:
         raise PoseCliError(f"cannot read {what} ({exc.strerror or exc})", path) from None
     if path.is_dir():
-        raise PoseCliError(f"expected a {what}, found a folder", path)
+        raise PoseCliError(f"expected {with_article(what)}, found a folder", path)
     limit = max_annotation_bytes()
     if size > limit:
         raise PoseCliError(

@@ -105,26 +105,38 @@ class InspectOptions(_Options):
 
 
 class FinetuneOptions(_Options):
-    """``posecli finetune``: the preset, flag overrides of its fields (dotted keys), and the run controls."""
+    """``posecli finetune``: the preset (or what resolves one), flag overrides of its fields, the run controls."""
 
-    preset: str
+    preset: str | None = None  # None: resolved from load_from / pretrained (preset_resolution)
+    dataset: str | None = None  # --dataset NAME|META_FILE
+    keypoints: int | None = None
+    load_from: str | None = None
+    pretrained: str | None = None
+    train_ann: str | None = None
     overrides: dict[str, Any] = {}  # dotted settings keys -> flag values; None values are dropped
-    work_dir: Path | None = None  # default work_dirs/<preset name>
+    work_dir: Path | None = None  # default work_dirs/<preset name, or the checkpoint's file stem>
     device: str = "auto"
     resume: str | None = None  # 'auto' (the work dir's last.pth) or a path
     overwrite: bool = False
     print_config: bool = False
 
+    @property
+    def source(self) -> str | None:
+        """The checkpoint to start from (--load-from or --pretrained), None for neither."""
+        return self.load_from if self.load_from is not None else self.pretrained
+
+    @property
+    def mode(self) -> str:
+        """``load_from`` (whole model) or ``pretrained`` (backbone only)."""
+        return "pretrained" if self.load_from is None and self.pretrained is not None else "load_from"
+
     @model_validator(mode="after")
     def _rules(self) -> FinetuneOptions:
-        overrides = {k: v for k, v in self.overrides.items() if v is not None}
-        if "train.load_from" in overrides or "train.pretrained" in overrides:
-            # a source given on the command line replaces the preset's, never adds to it
-            overrides.setdefault("train.load_from", None)
-            overrides.setdefault("train.pretrained", None)
-        self.overrides = overrides
-        if self.work_dir is None:
-            self.work_dir = Path("work_dirs") / Path(self.preset).stem
+        self.overrides = {k: v for k, v in self.overrides.items() if v is not None}
+        if self.load_from is not None and self.pretrained is not None:
+            raise PoseCliError("can't use both --load-from (whole model) and --pretrained (backbone only). Choose one.")
+        if self.keypoints is not None and self.keypoints < 1:
+            raise PoseCliError(f"--keypoints must be at least 1, got {self.keypoints}")
         return self
 
 
@@ -159,4 +171,86 @@ class EvaluateOptions(_Options):
             raise PoseCliError(f"--save-vis takes a number of images >= 0, got {self.save_vis}")
         if self.save_vis and self.output_dir is None:
             raise PoseCliError("--save-vis writes into OUTPUT_DIR/vis: give --output-dir too")
+        return self
+
+
+class PredictOptions(_Options):
+    """``posecli predict``: run ``checkpoint`` (.pth or .onnx) on ``sources``; boxes from one of three places."""
+
+    sources: list[str]
+    checkpoint: str | None = None
+    preset: str | None = None
+    dataset: str | None = None
+    overrides: dict[str, Any] = {}  # dotted test settings -> flag values; None values are dropped
+    bbox_file: Path | None = None
+    ann_file: Path | None = None
+    whole_image: bool = False
+    detector: str | None = None
+    detector_weights: Path | None = None
+    det_bbox_thr: float | None = None
+    output_dir: Path = Path("work_dirs/predict")
+    save_vis: bool = False
+    oks_nms: bool = False
+    skip_bad: bool = False
+    device: str = "auto"
+    cache_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> PredictOptions:
+        self.overrides = {k: v for k, v in self.overrides.items() if v is not None}
+        if self.checkpoint is None:
+            raise PoseCliError("--checkpoint CKPT|MODEL.onnx is required (the model to run)")
+        chosen = [
+            name
+            for name, on in (
+                ("--bbox-file", self.bbox_file),
+                ("--whole-image", self.whole_image),
+                ("--detector", self.detector),
+            )
+            if on
+        ]
+        if len(chosen) != 1:
+            raise PoseCliError(
+                "say where the people are with exactly one of --bbox-file F, --whole-image or --detector NAME"
+                + (f" (got {', '.join(chosen)})" if chosen else "")
+            )
+        if self.ann_file is not None and self.bbox_file is None:
+            raise PoseCliError("--ann-file maps the image ids of --bbox-file to file names; it needs --bbox-file")
+        if self.detector_weights is not None and self.detector is None:
+            raise PoseCliError("--detector-weights needs --detector NAME")
+        if self.det_bbox_thr is not None and self.whole_image:
+            raise PoseCliError("--det-bbox-thr filters detections; --whole-image has none")
+        if self.det_bbox_thr is not None and not 0.0 <= self.det_bbox_thr <= 1.0:
+            raise PoseCliError(f"--det-bbox-thr must be within [0, 1], got {self.det_bbox_thr}")
+        if self.checkpoint.lower().endswith(".onnx") and (self.preset is not None or self.dataset is not None):
+            flag = "--preset" if self.preset is not None else "--dataset"
+            raise PoseCliError(
+                f"an ONNX model carries its own settings; {flag} is for .pth checkpoints", Path(self.checkpoint)
+            )
+        return self
+
+
+EXPORT_FORMATS = ("onnx",)
+
+
+class ExportOptions(_Options):
+    """``posecli export``: ``checkpoint`` to an ONNX file at ``out``."""
+
+    checkpoint: str
+    preset: str | None = None
+    fmt: str = "onnx"
+    out: Path | None = None
+    opset: int = 17
+    overrides: dict[str, Any] = {}  # dotted settings keys -> flag values; None values are dropped
+    cache_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> ExportOptions:
+        self.overrides = {k: v for k, v in self.overrides.items() if v is not None}
+        if self.fmt.lower() not in EXPORT_FORMATS:
+            raise PoseCliError(f"unknown export format '{self.fmt}' (supported: {', '.join(EXPORT_FORMATS)})")
+        if self.out is None:
+            raise PoseCliError("--out MODEL.onnx is required (where to write the exported model)")
+        if not 7 <= self.opset <= 30:
+            raise PoseCliError(f"--opset {self.opset} is out of range (ONNX opsets used today: 11-20; default 17)")
         return self

@@ -28,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from posecli.checkpoints.sources import human_bytes
+from posecli.files import plural
 from posecli.models import count_parameters
 
 if TYPE_CHECKING:
@@ -93,6 +94,11 @@ def print_warning(text: str) -> None:
     Console().print(Text(f"warning: {text}", style="yellow"))
 
 
+def print_note(text: str) -> None:
+    """One plain line on stderr (what posecli chose for the user), apart from the results on stdout."""
+    Console(stderr=True, highlight=False).print(Text(text), soft_wrap=True)
+
+
 def print_written(paths: list[Path]) -> None:
     """A 'wrote PATH' line per file."""
     console = Console()
@@ -155,6 +161,31 @@ def _keys_cell(keys: list[str], limit: int = 3) -> str:
     return shown + (f", ... (+{len(keys) - limit})" if len(keys) > limit else "")
 
 
+def _rounded(value: Any) -> Any:
+    """Floats to 4 significant decimals, inside dicts and lists too."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _meta_cell(key: str, value: Any) -> str:
+    """One meta entry for the inspect table: metrics rounded, settings and long texts summarised (--json has all)."""
+    if key == "settings" and isinstance(value, dict):
+        return f"recorded ({', '.join(value)}; --json prints them)"
+    if key == "metrics" and isinstance(value, dict):
+        return ", ".join(f"{k} {_fmt(v, 2 if k == 'EPE' else 4)}" for k, v in value.items())
+    if isinstance(value, str) and (value.count("\n") or len(value) > 80):
+        return f"text, {value.count(chr(10)) + 1} lines (--json prints it)"
+    if isinstance(value, dict | list):
+        text = json.dumps(_rounded(value))
+        return text if len(text) <= 200 else f"{len(value)} entries (--json prints them)"
+    return str(_rounded(value))
+
+
 def print_inspect(info: dict[str, Any], report: LoadReport | None) -> None:
     console = Console()
     facts = Table(show_header=False, box=None, pad_edge=False)
@@ -180,7 +211,7 @@ def print_inspect(info: dict[str, Any], report: LoadReport | None) -> None:
     if info["input_size"]:
         facts.add_row("input size", "{} x {} (w x h)".format(*info["input_size"]))
     for key, value in info["meta"].items():
-        facts.add_row(f"meta.{key}", json.dumps(value) if isinstance(value, dict) else str(value))
+        facts.add_row(f"meta.{key}", _meta_cell(key, value))
     if info["extras"]:
         facts.add_row("other entries", ", ".join(info["extras"]))
     console.print(facts)
@@ -276,8 +307,18 @@ class RichTrainReport:
             f"{f', backbone x{cfg.backbone_lr_mult:g}' if cfg.backbone_lr_mult != 1 else ''}, {cfg.optimizer.type}, "
             f"{sched.policy} schedule{f' {sched.step} x{sched.gamma:g}' if sched.policy == 'step' else ''}"
             f"{f', {sched.warmup} warmup {sched.warmup_iters} iters' if sched.warmup else ''}, "
-            f"{cfg.total_epochs} epochs of {len(trainer.loader)} steps"
+            f"{plural(cfg.total_epochs, 'epoch')} of {plural(len(trainer.loader), 'step')}"
         )
+        total_iters = cfg.total_epochs * len(trainer.loader)
+        if sched.warmup and sched.warmup_iters > total_iters:
+            console.print(
+                Text(
+                    f"warning: the {sched.warmup} warm-up lasts {plural(sched.warmup_iters, 'iteration')}, longer than "
+                    f"the whole run ({plural(total_iters, 'iteration')}): the lr never reaches {lr:.3g}; lower "
+                    "train.lr_config.warmup_iters in the preset",
+                    style="yellow",
+                )
+            )
         if cfg.freeze_backbone_epochs:
             console.print(f"backbone frozen for the first {cfg.freeze_backbone_epochs} epochs (the head trains alone)")
         if data.val_set is None:

@@ -398,7 +398,8 @@ class Settings(_Strict):
             if count is not None and count != head.out_channels:
                 raise ValueError(
                     f"model.head.out_channels={head.out_channels} but dataset '{self.dataset}' has {count} "
-                    f"keypoints; pass --keypoints {count} or choose the matching dataset"
+                    f"keypoints; pass --keypoints {count}, or --dataset NAME|META_FILE with {head.out_channels} "
+                    "keypoints"
                 )
         return self
 
@@ -501,10 +502,15 @@ def settings_with_overrides(data: dict[str, Any], overrides: dict[str, Any] | No
 def load_settings(preset: str, overrides: dict[str, Any] | None = None) -> Settings:
     """Load a preset (name or path), apply dotted-key overrides (flags win; None clears a field), validate."""
     data, path = load_preset_dict(preset)
+    return settings_with_overrides(with_meta_path(data, path), overrides, str(path))
+
+
+def with_meta_path(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A preset dict whose ``dataset`` names a meta file relative to the preset (``presets import``) made absolute."""
     dataset = data.get("dataset")
     if isinstance(dataset, str) and not Path(dataset).is_absolute() and (path.parent / dataset).is_file():
-        data = {**data, "dataset": str(path.parent / dataset)}  # a meta file named relative to the preset (import)
-    return settings_with_overrides(data, overrides, str(path))
+        return {**data, "dataset": str(path.parent / dataset)}
+    return data
 
 
 def settings_to_yaml(settings: Settings) -> str:

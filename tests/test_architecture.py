@@ -21,12 +21,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("settings", ("posecli.settings", "posecli.options", "posecli.mmpose_config")),
     ("models", ("posecli.models", "posecli.onnx_export")),
     ("checkpoints", ("posecli.checkpoints",)),
-    ("engine", ("posecli.engine", "posecli.sources")),
+    ("engine", ("posecli.engine", "posecli.sources", "posecli.preset_resolution")),
     ("terminal and command flows", ("posecli.report", "posecli.commands")),
-    ("command line", ("posecli.cli", "posecli.__main__")),
+    ("command line", ("posecli.cli", "posecli.cli_flags", "posecli.__main__")),
 ]
 # Modules that may print (Rich, Typer, print): everything else is a library module.
-PRINTING = ("posecli.cli", "posecli.__main__", "posecli.report", "posecli.commands")
+PRINTING = ("posecli.cli", "posecli.cli_flags", "posecli.__main__", "posecli.report", "posecli.commands")
 
 
 def _name(path: Path) -> str:

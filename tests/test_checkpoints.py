@@ -335,7 +335,8 @@ def test_load_from_coco17_into_body_foot_transplants_body_rows(tmp_path: Path) -
     model = tiny_model(23, seed=2)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     report = ck.load_into_model(model, path, "load_from", meta=load_builtin("body_foot"))
-    assert report.reinitialized == report.transplanted == [FINAL_W, FINAL_B]
+    assert report.transplanted == [FINAL_W, FINAL_B] and report.reinitialized == []  # each tensor counted once
+    assert report.fresh_rows == 6 and "17 of 23 keypoint rows, 6 fresh" in report.summary()
     assert report.missing == report.unexpected == report.mismatched == []
     assert len(report.loaded) == len(source) - 2
     assert report.row_map == [(i, i) for i in range(17)]
@@ -464,8 +465,8 @@ def test_w48_coco_checkpoint_into_w48_wholebody_preset(reference_dir: Path) -> N
     assert list(target) == list(shapes_from_tsv(reference_dir / "hrnet_w48_wholebody133.keys.tsv"))
     report = ck.plan_load(target, source, "load_from", load_builtin("coco_wholebody"))
     assert report.refusal is None
-    assert report.reinitialized == report.transplanted == [FINAL_W, FINAL_B]
-    assert report.row_map == [(i, i) for i in range(17)]
+    assert report.transplanted == [FINAL_W, FINAL_B] and report.reinitialized == []
+    assert report.row_map == [(i, i) for i in range(17)] and report.fresh_rows == 133 - 17
     assert report.missing == report.unexpected == report.mismatched == []
     assert len(report.loaded) == 1754 - 2
     assert math.prod(target[FINAL_W].shape) == 133 * 48
@@ -514,7 +515,7 @@ def test_hrnetv2_head_transplant_with_list_in_channels(tmp_path: Path) -> None:
     fresh = model.state_dict()[V2_W].clone()
     report = ck.load_into_model(model, path, "load_from", meta=load_builtin("body_foot"))
     assert report.refusal is None
-    assert report.transplanted == report.reinitialized == [V2_W, V2_B]
+    assert report.transplanted == [V2_W, V2_B] and report.reinitialized == [] and report.fresh_rows == 6
     assert report.missing == report.unexpected == report.mismatched == []
     assert "keypoint_head.final_layer.0.weight" in report.loaded and "keypoint_head.final_layer.1.running_var" in (
         report.loaded

@@ -108,7 +108,7 @@ def test_inspect_plan_into_preset_json_and_table(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["format"] == "hrnet-official"
-    assert info["reinitialized"] == info["transplanted"] == [FINAL_W, FINAL_B]
+    assert info["transplanted"] == [FINAL_W, FINAL_B] and info["reinitialized"] == []
     assert info["missing"] == info["unexpected"] == []
     assert sorted(info["loaded"]) == sorted(k for k in state if not k.startswith("keypoint_head."))
     rows = info["transplanted_rows"]
@@ -119,7 +119,8 @@ def test_inspect_plan_into_preset_json_and_table(tmp_path: Path) -> None:
     assert table.exit_code == 0, table.output
     out = " ".join(table.stdout.split())
     assert "17 keypoint rows transplanted" in out
-    assert "234 loaded, 2 transplanted (17 keypoint rows), 2 re-initialised, 0 missing, 0 unexpected" in out
+    assert "234 loaded, 2 transplanted (17 of 23 keypoint rows, 6 fresh), 0 re-initialised, 0 missing" in out
+    assert info["fresh_rows"] == 6
 
 
 def test_inspect_keypoint_map_flag(tmp_path: Path) -> None:
@@ -147,10 +148,10 @@ def test_inspect_w48_coco_into_wholebody_preset(tmp_path: Path, reference_dir: P
     info = json.loads(result.stdout)
     assert (info["format"], info["num_keypoints"], info["num_params"]) == ("mmpose0", 17, 63_595_745)
     assert info["backbone_widths"] == [48, 96, 192, 384] and info["input_size"] == [288, 384]
-    assert info["reinitialized"] == info["transplanted"] == [FINAL_W, FINAL_B]
+    assert info["transplanted"] == [FINAL_W, FINAL_B] and info["reinitialized"] == []
     assert len(info["loaded"]) == 1752 and info["missing"] == info["unexpected"] == []
     assert [r["index"] for r in info["transplanted_rows"]] == list(range(17))
-    assert info["meta"]["config"] == "<text, 3 lines>"
+    assert info["meta"]["config"] == "data_cfg = dict(\n    image_size=[288, 384],\n)"  # whole, no placeholder
 
 
 def test_inspect_refused_plan_exits_2(tmp_path: Path) -> None:

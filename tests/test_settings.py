@@ -160,7 +160,8 @@ def test_bad_preset_exits_2_with_one_line(tmp_path: Path, mutate, needle: str) -
 def test_keypoint_flag_mismatch_exits_2() -> None:
     result = runner.invoke(app, ["finetune", "--preset", "demo", "--keypoints", "17", "--print-config"])
     assert result.exit_code == 2
-    assert "out_channels=17" in result.stderr and "23 keypoints" in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "23 keypoints" in lines[0] and "--dataset coco" in lines[0], result.stderr
 
 
 def test_unknown_preset_exits_2() -> None:

@@ -21,6 +21,7 @@ from posecli.atomic import atomic_write_with
 from posecli.checkpoints.sources import expected_sha_prefix, sha256_of
 from posecli.datasets.meta import DatasetMeta, load_builtin
 from posecli.errors import PoseCliError
+from posecli.files import with_article
 
 FINAL_PREFIX = "keypoint_head.final_layer."  # the head's per-keypoint output layer (rows = keypoints)
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -192,7 +193,8 @@ def parse_checkpoint(obj: Any, path: str | Path | None = None) -> Checkpoint:
     """Find the tensors in a loaded checkpoint object, detect its format and map its keys to posecli's."""
     where = path if path is not None else "checkpoint"
     if not isinstance(obj, Mapping):
-        raise PoseCliError(f"not a checkpoint: it holds a {type(obj).__name__}, not a dict of tensors", where)
+        held = with_article(type(obj).__name__)
+        raise PoseCliError(f"not a checkpoint: it holds {held}, not a dict of tensors", where)
     container, raw, extras = "bare", None, {}
     for entry in ("state_dict", "model"):
         if isinstance(obj.get(entry), Mapping) and any(isinstance(v, torch.Tensor) for v in obj[entry].values()):
@@ -300,14 +302,15 @@ def _check_plain(obj: Any, where: str) -> None:
     if isinstance(obj, dict):
         for key, value in obj.items():
             if not isinstance(key, (str, int)):
-                raise TypeError(f"{where}: key {key!r} is a {type(key).__name__}; use str or int")
+                raise TypeError(f"{where}: key {key!r} is {with_article(type(key).__name__)}; use str or int")
             _check_plain(value, f"{where}.{key}")
         return
     if isinstance(obj, (list, tuple)):
         for i, value in enumerate(obj):
             _check_plain(value, f"{where}[{i}]")
         return
-    raise TypeError(f"{where} is a {type(obj).__name__}; checkpoints hold only tensors, dicts, lists, numbers, str")
+    kind = with_article(type(obj).__name__)
+    raise TypeError(f"{where} is {kind}; checkpoints hold only tensors, dicts, lists, numbers, str")
 
 
 def save_checkpoint(
@@ -332,27 +335,33 @@ def save_checkpoint(
 
 
 # ------------------------------------------------------------------------------------------------ describe
+def _json_ready(value: Any) -> Any:
+    """A meta value as plain JSON: NumPy scalars and arrays to numbers and lists, tensors to their shape."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, torch.Tensor):
+        return f"tensor {list(value.shape)}" if value.numel() > 64 else value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
 def _meta_summary(meta: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Scalars of a checkpoint's meta (long strings cut), metrics, and the dataset name."""
+    """A checkpoint's meta as plain JSON (the whole values: settings, metrics, config text), its dataset by name."""
     if not meta:
         return {}
     summary: dict[str, Any] = {}
     for key, value in meta.items():
-        if isinstance(value, bool | int | float) or value is None:
-            summary[key] = value
-        elif isinstance(value, np.generic):
-            summary[key] = value.item()
-        elif isinstance(value, str):
-            lines = value.count("\n") + 1
-            summary[key] = value if lines == 1 and len(value) <= 80 else f"<text, {lines} lines>"
-        elif key == "metrics" and isinstance(value, dict):
-            summary[key] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in value.items()}
-        elif key == "dataset_meta" and isinstance(value, dict):
+        if key == "dataset_meta" and isinstance(value, dict):
             summary["dataset"] = value.get("name") or value.get("dataset_name")
-        elif key == "settings" and isinstance(value, dict):
-            summary["settings"] = "<resolved settings>"
-        elif isinstance(value, dict):
-            summary[key] = f"<{len(value)} entries>"
+        else:
+            summary[key] = _json_ready(value)
     return summary
 
 

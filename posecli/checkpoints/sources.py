@@ -164,7 +164,14 @@ def download_checkpoint(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            sha = _stream_to(url, out, timeout=timeout, max_bytes=max_bytes, progress=progress)
+            try:
+                sha = _stream_to(url, out, timeout=timeout, max_bytes=max_bytes, progress=progress)
+            except PoseCliError as exc:
+                network = exc.message.startswith(("download failed", "download timed out"))
+                if not network or exc.message.startswith("download failed: HTTP"):  # the server answered
+                    raise
+                offline = f"; offline? copy the file to {dest} or pass its local path instead of the URL"
+                raise PoseCliError(exc.message + offline, url) from None
             out.flush()
             os.fsync(out.fileno())  # the renamed file must hold every byte even after a crash
         expected = expected_sha_prefix(dest.name)

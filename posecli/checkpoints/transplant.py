@@ -39,12 +39,13 @@ class LoadReport:
     mode: str
     loaded: list[str] = field(default_factory=list)  # copied as they are
     transplanted: list[str] = field(default_factory=list)  # final-layer tensors that received rows by keypoint name
-    reinitialized: list[str] = field(default_factory=list)  # keep the fresh init (wholly, or apart from the rows)
+    reinitialized: list[str] = field(default_factory=list)  # keep the fresh init (transplanted ones are not here)
     missing: list[str] = field(default_factory=list)  # in the model, not in the checkpoint: keep the fresh init
     unexpected: list[str] = field(default_factory=list)  # in the checkpoint, not in the model: ignored
     skipped: list[str] = field(default_factory=list)  # in the checkpoint, not used by this mode (pretrained: head)
     mismatched: list[tuple[str, list[int], list[int]]] = field(default_factory=list)  # (key, checkpoint, model)
     row_map: list[tuple[int, int]] = field(default_factory=list)  # (model row, checkpoint row) transplanted
+    num_rows: int | None = None  # keypoint rows of the model's final layer
     new_names: list[str] | None = None
     old_names: list[str] | None = None
     old_names_source: str = "unknown"
@@ -97,6 +98,13 @@ class LoadReport:
             )
         return rows
 
+    @property
+    def fresh_rows(self) -> int:
+        """Keypoint rows of the transplanted tensors that keep their fresh init (no checkpoint row maps to them)."""
+        if not self.transplanted or self.num_rows is None:
+            return 0
+        return self.num_rows - len({i for i, _ in self.row_map})
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of the report."""
         return {
@@ -105,6 +113,7 @@ class LoadReport:
             "loaded": list(self.loaded),
             "transplanted": list(self.transplanted),
             "reinitialized": list(self.reinitialized),
+            "fresh_rows": self.fresh_rows,
             "missing": list(self.missing),
             "unexpected": list(self.unexpected),
             "skipped": list(self.skipped),
@@ -116,8 +125,11 @@ class LoadReport:
 
     def summary(self) -> str:
         """One line: counts per category."""
+        rows = f"{len(self.row_map)} keypoint rows" if self.transplanted else "0 keypoint rows"
+        if self.fresh_rows:
+            rows = f"{len(self.row_map)} of {self.num_rows} keypoint rows, {self.fresh_rows} fresh"
         text = (
-            f"{len(self.loaded)} loaded, {len(self.transplanted)} transplanted ({len(self.row_map)} keypoint rows), "
+            f"{len(self.loaded)} loaded, {len(self.transplanted)} transplanted ({rows}), "
             f"{len(self.reinitialized)} re-initialised, {len(self.missing)} missing, {len(self.unexpected)} unexpected"
         )
         return text + (f", {len(self.skipped)} skipped" if self.skipped else "")
@@ -212,6 +224,7 @@ def plan_load(
     new_k = int(target_state[new_weight].shape[0]) if new_weight else None
     old_k = int(src[old_weight].shape[0]) if old_weight else None
     report.checkpoint_has_head = mode == "load_from" and old_weight is not None
+    report.num_rows = new_k
     row_map: list[tuple[int, int]] | None = None
     if mode == "load_from" and new_k is not None and old_k is not None:
         if meta is not None and meta.num_keypoints != new_k:
@@ -252,9 +265,7 @@ def plan_load(
         elif key.startswith(FINAL_PREFIX):
             # the head's output layer may differ (another keypoint set): fresh init, then matching rows copied in
             if is_rows and row_map:
-                report.transplanted.append(key)
-                if len(row_map) < new_k or {i for i, _ in row_map} != set(range(new_k or 0)):
-                    report.reinitialized.append(key)
+                report.transplanted.append(key)  # counted once: its rows without a source are in fresh_rows
             else:
                 report.reinitialized.append(key)
         else:

@@ -8,13 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from posecli import __version__
 from posecli.atomic import atomic_write_json, atomic_write_text, check_writable_dir
 from posecli.checkpoints import read_checkpoint, resolve_source, sha256_of
 from posecli.datasets.meta import DatasetMeta, resolve_meta
 from posecli.datasets.wholebody import is_wholebody, merge_wholebody
-from posecli.engine.data import build_dataset
-from posecli.engine.distributed import resolve_device
+from posecli.engine.data import build_dataset, prepare_synthetic
+from posecli.engine.distributed import DistInfo, resolve_device
 from posecli.engine.evaluate import kernel_warning, run_evaluation
 from posecli.engine.model_loading import (
     load_inference_model,
@@ -25,8 +27,8 @@ from posecli.engine.model_loading import (
 from posecli.errors import PoseCliError
 from posecli.metrics import infer_meta, load_results, score_results_file
 from posecli.options import EvaluateOptions
-from posecli.report import download_bar, print_metrics, print_warning, print_written, progress_bar
-from posecli.settings import TestSettings, settings_to_yaml
+from posecli.report import download_bar, print_metrics, print_note, print_warning, print_written, progress_bar
+from posecli.settings import Settings, TestSettings, settings_to_yaml
 from posecli.vis import save_visualisations
 
 RESULTS_FILE = "results.json"
@@ -130,6 +132,25 @@ def _score_predictions_file(opts: EvaluateOptions) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------------------- checkpoint path
+def _validation_data_of(settings: Settings, ckpt_path: Path) -> tuple[Path, Path]:
+    """No --ann-file: the synthetic validation set the settings train and validate on (regenerated the same way,
+    from its seed, when the cache no longer holds it); for real data, one line saying what to pass."""
+    synthetic = settings.data.synthetic
+    if settings.data.train_ann is not None or synthetic is None:
+        recorded = f" (it was validated on {settings.data.val_ann})" if settings.data.val_ann else ""
+        raise PoseCliError(
+            f"which data? pass --ann-file VAL.json --img-dir IMAGES/{recorded}; only checkpoints trained on "
+            "synthetic data are evaluated without them",
+            ckpt_path,
+        )
+    files = prepare_synthetic(synthetic, DistInfo(0, 1, 0, torch.device("cpu"), None), print_note)
+    assert files.val_ann is not None and files.val_img_dir is not None
+    print_note(
+        f"no --ann-file: evaluating on the synthetic validation set the checkpoint was validated on ({files.val_ann})"
+    )
+    return files.val_ann, files.val_img_dir
+
+
 def _evaluate_checkpoint(opts: EvaluateOptions) -> dict[str, Any]:
     """``--checkpoint``: settings (preset or the checkpoint's own), dataset, model; inference, scoring, outputs."""
     checkpoint_src, preset, overrides, ann_file = opts.checkpoint, opts.preset, opts.overrides, opts.ann_file
@@ -137,7 +158,7 @@ def _evaluate_checkpoint(opts: EvaluateOptions) -> dict[str, Any]:
     per_keypoint, save_vis, vis_gt, print_config = opts.per_keypoint, opts.save_vis, opts.vis_gt, opts.print_config
     cache_dir = opts.cache_dir
     assert checkpoint_src is not None
-    if not print_config:
+    if not print_config and (ann_file is not None or img_dir is not None):  # no data: the checkpoint's own
         _require_file(ann_file, "--ann-file", "annotation file")
         if img_dir is None:
             raise PoseCliError("--img-dir is required with --checkpoint (the images of --ann-file)")
@@ -149,6 +170,8 @@ def _evaluate_checkpoint(opts: EvaluateOptions) -> dict[str, Any]:
     if print_config:
         sys.stdout.write(settings_to_yaml(settings))
         return {}
+    if ann_file is None:
+        ann_file, img_dir = _validation_data_of(settings, ckpt_path)
     assert ann_file is not None and img_dir is not None
     torch_device = resolve_device(device)
     meta = meta_for_checkpoint(dataset, checkpoint, settings, from_ckpt, ann_file)

@@ -11,21 +11,12 @@ from rich.text import Text
 
 from posecli.atomic import atomic_write_with, check_writable_dir
 from posecli.errors import PoseCliError
+from posecli.options import ExportOptions
 from posecli.report import download_bar
 
-FORMATS = ("onnx",)
 
-
-def run_export_command(
-    checkpoint: str,
-    preset: str | None,
-    fmt: str,
-    out: Path | None,
-    opset: int,
-    overrides: dict[str, Any],
-    cache_dir: Path | None = None,
-) -> dict[str, Any]:
-    """Export CHECKPOINT to ONNX at ``out``; the file is written only if ONNX Runtime reproduces PyTorch's heatmaps.
+def run(opts: ExportOptions) -> dict[str, Any]:
+    """Export the checkpoint to ONNX at ``opts.out``; written only if ONNX Runtime reproduces PyTorch's heatmaps.
 
     Returns a summary: path, bytes, opset, max_abs_diff, input_size, keypoints.
     """
@@ -33,20 +24,17 @@ def run_export_command(
     from posecli.checkpoints import sha256_of
     from posecli.engine.predict import load_pytorch_model
 
-    if fmt.lower() not in FORMATS:
-        raise PoseCliError(f"unknown export format '{fmt}' (supported: {', '.join(FORMATS)})")
     onnx_export.require_onnx("`posecli export --format onnx`")  # before any work
-    if out is None:
-        raise PoseCliError("--out MODEL.onnx is required (where to write the exported model)")
-    out = Path(out)
+    assert opts.out is not None
+    out, opset = Path(opts.out), opts.opset
     if out.is_dir():
         raise PoseCliError("--out is a folder; give a file name such as model.onnx", out)
     check_writable_dir(out.parent if str(out.parent) else Path("."), "--out's folder")
-    if not 7 <= opset <= 30:
-        raise PoseCliError(f"--opset {opset} is out of range (ONNX opsets used today: 11-20; default 17)")
 
     console = Console()
-    loaded = load_pytorch_model(checkpoint, preset, overrides, torch.device("cpu"), cache_dir, progress=download_bar)
+    loaded = load_pytorch_model(
+        opts.checkpoint, opts.preset, opts.overrides, torch.device("cpu"), opts.cache_dir, progress=download_bar
+    )
     assert loaded.settings is not None
     model = loaded.model
     raw = onnx_export.export_to_bytes(model, loaded.input_wh, opset)

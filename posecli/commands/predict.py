@@ -41,6 +41,7 @@ from posecli.engine.predict import (
     people_from_keypoints,
 )
 from posecli.errors import PoseCliError
+from posecli.options import PredictOptions
 from posecli.report import download_bar
 from posecli.sources import (
     DEFAULT_DETECTOR_THR,
@@ -360,69 +361,35 @@ def _resolve_device(device: str) -> torch.device:
     return resolve_device(device)
 
 
-def run_predict_command(
-    sources: list[str],
-    checkpoint: str | None,
-    preset: str | None,
-    overrides: dict[str, Any],
-    bbox_file: Path | None,
-    ann_file: Path | None,
-    whole_image: bool,
-    detector: str | None,
-    detector_weights: Path | None,
-    det_bbox_thr: float | None,
-    output_dir: Path,
-    save_vis: bool,
-    oks_nms: bool,
-    skip_bad: bool,
-    device: str,
-    cache_dir: Path | None = None,
-) -> PredictRun:
+def run(opts: PredictOptions) -> PredictRun:
     """`posecli predict`: keypoints for every box of every image / video frame into OUTPUT_DIR/predictions.json."""
     console = Console()
 
     def warn(text: str) -> None:
         console.print(Text(f"warning: {text}", style="yellow"))
 
-    # ---- arguments, before any work
-    if checkpoint is None:
-        raise PoseCliError("--checkpoint CKPT|MODEL.onnx is required (the model to run)")
-    chosen = [
-        name
-        for name, on in (("--bbox-file", bbox_file), ("--whole-image", whole_image), ("--detector", detector))
-        if on
-    ]
-    if len(chosen) != 1:
-        raise PoseCliError(
-            "say where the people are with exactly one of --bbox-file F, --whole-image or --detector NAME"
-            + (f" (got {', '.join(chosen)})" if chosen else "")
-        )
-    if ann_file is not None and bbox_file is None:
-        raise PoseCliError("--ann-file maps the image ids of --bbox-file to file names; it needs --bbox-file")
-    if detector_weights is not None and detector is None:
-        raise PoseCliError("--detector-weights needs --detector NAME")
-    if det_bbox_thr is not None and whole_image:
-        raise PoseCliError("--det-bbox-thr filters detections; --whole-image has none")
-    if det_bbox_thr is not None and not 0.0 <= det_bbox_thr <= 1.0:
-        raise PoseCliError(f"--det-bbox-thr must be within [0, 1], got {det_bbox_thr}")
-    output_dir = Path(output_dir)
+    checkpoint, preset, dataset, overrides = opts.checkpoint, opts.preset, opts.dataset, opts.overrides
+    bbox_file, ann_file, detector, det_bbox_thr = opts.bbox_file, opts.ann_file, opts.detector, opts.det_bbox_thr
+    skip_bad, cache_dir, save_vis = opts.skip_bad, opts.cache_dir, opts.save_vis
+    assert checkpoint is not None
+    output_dir = Path(opts.output_dir)
     _check_output_dir(output_dir)
 
     # ---- the model
-    torch_device = _resolve_device(device)
+    torch_device = _resolve_device(opts.device)
     if checkpoint.lower().endswith(".onnx"):
-        if preset is not None:
-            raise PoseCliError("an ONNX model carries its own settings; --preset is for .pth checkpoints", checkpoint)
         loaded = load_onnx_model(Path(checkpoint), overrides, torch_device)
         if torch_device.type == "cuda" and "CUDAExecutionProvider" not in loaded.model.providers:
             warn("ONNX Runtime has no CUDA provider here (pip install onnxruntime-gpu): running on the CPU")
     else:
-        loaded = load_pytorch_model(checkpoint, preset, overrides, torch_device, cache_dir, progress=download_bar)
+        loaded = load_pytorch_model(
+            checkpoint, preset, overrides, torch_device, cache_dir, progress=download_bar, dataset=dataset
+        )
     for text in loaded.warnings:
         warn(text)
 
     # ---- inputs and boxes: every problem reported before any output
-    inputs = expand_sources(sources, skip_bad, warn)
+    inputs = expand_sources(opts.sources, skip_bad, warn)
     file_boxes = None
     if bbox_file is not None:
         thr = (
@@ -435,7 +402,7 @@ def run_predict_command(
     if detector is not None:
         thr = DEFAULT_DETECTOR_THR if det_bbox_thr is None else det_bbox_thr
         person_detector = PersonDetector(
-            detector, detector_weights, torch_device, thr, cache_dir, progress=download_bar
+            detector, opts.detector_weights, torch_device, thr, cache_dir, progress=download_bar
         )
 
     # ---- the run
@@ -447,7 +414,7 @@ def run_predict_command(
     with _staging_dir(output_dir, save_vis) as staging:
         vis = VisWriter(staging) if staging is not None else None
         with _progress(total, f"predicting on {where}", unit) as advance:
-            runner = _Runner(loaded, file_boxes, person_detector, oks_nms, vis, skip_bad, warn, advance)
+            runner = _Runner(loaded, file_boxes, person_detector, opts.oks_nms, vis, skip_bad, warn, advance)
             try:
                 runner.run(inputs)
             finally:

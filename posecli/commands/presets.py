@@ -11,6 +11,7 @@ import typer
 import yaml
 from rich.console import Console
 from rich.table import Column, Table
+from rich.text import Text
 
 from posecli.atomic import atomic_write_text, check_writable_dir
 from posecli.datasets.meta import DatasetMeta, resolve_meta
@@ -24,19 +25,29 @@ _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 
 # ------------------------------------------------------------------------------------------------ list, show
 def run_list() -> None:
-    """A table of the shipped presets: dataset, keypoint count, input size and starting checkpoint."""
-    table = Table("dataset", "keypoints", "input (w x h)", "starts from")
-    table.columns.insert(0, Column("preset", no_wrap=True))  # names are what users copy: never cut them
-    table.columns[-1].overflow = "fold"
+    """The shipped presets: dataset, keypoint count, input size and starting checkpoint (a table when it fits the
+    terminal, else one block per preset: names and file names are what users copy, so they are never cut)."""
+    rows = []
     for name in list_presets():
         s = load_settings(name)
         source = s.train.load_from or s.train.pretrained
         # the file name says which checkpoint; `presets show` prints the whole URL
         shown = "-" if source is None else source.rsplit("/", 1)[-1] + ("" if s.train.load_from else " (backbone)")
-        table.add_row(
-            name, str(s.dataset), str(s.model.head.out_channels), "x".join(map(str, s.data.image_size)), shown
-        )
-    Console().print(table)
+        size = "x".join(map(str, s.data.image_size))
+        rows.append((name, str(s.dataset), str(s.model.head.out_channels), size, shown))
+    console = Console(highlight=False)
+    headers = ("preset", "dataset", "keypoints", "input (w x h)", "starts from")
+    table = Table(*(Column(h, no_wrap=True) for h in headers))
+    for row in rows:
+        table.add_row(*row)
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    if sum(widths) + 3 * len(widths) + 1 <= console.width:  # cells, padding and borders
+        console.print(table)
+        return
+    for name, dataset, keypoints, size, shown in rows:
+        console.print(Text(name, style="bold"))
+        console.print(Text(f"  {dataset}, {keypoints} keypoints, input {size} (w x h)"))
+        console.print(Text(f"  starts from {shown}", overflow="fold"))
 
 
 def run_show(name: str, as_json: bool = False) -> None:

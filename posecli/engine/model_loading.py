@@ -77,12 +77,13 @@ def load_inference_model(settings: Settings, checkpoint: Checkpoint, meta: Datas
         )
     model = build_model(settings.model)
     report = load_into_model(model, checkpoint, "load_from", meta)
-    fresh = report.missing + report.reinitialized
+    partly_fresh = report.transplanted if report.fresh_rows else []
+    fresh = report.missing + report.reinitialized + partly_fresh
     if fresh:
         shown = ", ".join(fresh[:3])
         why = (
             "its keypoint names do not match the dataset's"
-            if report.reinitialized and not report.missing
+            if (report.reinitialized or partly_fresh) and not report.missing
             else "it does not fit this model"
         )
         raise PoseCliError(

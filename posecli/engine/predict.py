@@ -72,12 +72,16 @@ def load_pytorch_model(
     device: torch.device,
     cache_dir: Path | None = None,
     progress: DownloadProgress | None = None,
+    dataset: str | None = None,
 ) -> LoadedModel:
-    """A checkpoint (path or URL) as a ready model: settings from --preset or the checkpoint's own, flags applied."""
+    """A checkpoint (path or URL) as a ready model: settings from --preset or the checkpoint's own, flags applied.
+
+    ``dataset`` (--dataset NAME|META_FILE) replaces the keypoint set (names, flip pairs) the model is read with.
+    """
     ckpt_path = resolve_source(checkpoint_src, cache_dir, progress=progress)
     checkpoint = read_checkpoint(ckpt_path)
     settings, _, from_ckpt = settings_for_checkpoint(checkpoint, ckpt_path, preset, overrides)
-    meta = meta_for_checkpoint(None, checkpoint, settings, from_ckpt, None)
+    meta = meta_for_checkpoint(dataset, checkpoint, settings, from_ckpt, None)
     model = load_inference_model(settings, checkpoint, meta, ckpt_path).to(device).eval()
     sigma, sigma_source = trained_sigma(checkpoint, settings, from_ckpt)
     warning = kernel_warning(settings.test, sigma, sigma_source)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from posecli.errors import PoseCliError
+from posecli.files import with_article
 
 MAX_CONFIG_BYTES = 1024**2  # real configs are a few KB
 MAX_BASE_DEPTH = 16  # _base_ chains are 2-3 levels deep in practice
@@ -359,7 +360,7 @@ def merge_into(child: dict[str, Any], base: dict[str, Any], path: Path, where: s
         if isinstance(value, dict) and key in out and not value.get(DELETE_KEY, False):
             if not isinstance(out[key], dict):
                 raise PoseCliError(
-                    f"'{where}{key}' is a dict here but a {type(out[key]).__name__} in the base config; "
+                    f"'{where}{key}' is a dict here but {with_article(type(out[key]).__name__)} in the base config; "
                     f"set {DELETE_KEY}=True in it to replace the base's value",
                     path,
                 )
