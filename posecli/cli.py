@@ -246,6 +246,15 @@ def finetune(
     eval_interval: Annotated[int | None, typer.Option("--eval-interval", help="Evaluate every N epochs.")] = None,
     amp: Annotated[str | None, typer.Option("--amp", help="auto | bf16 | fp16 | none")] = None,
     compile_model: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile")] = None,
+    gpu_decode: Annotated[
+        bool | None,
+        typer.Option(
+            "--gpu-decode/--no-gpu-decode",
+            help="CUDA only: decode JPEGs on the GPU (nvjpeg) and warp the crops there (same crops as OpenCV's); "
+            "other formats are decoded on the CPU and moved.",
+            rich_help_panel="Runtime",
+        ),
+    ] = None,
     freeze_backbone_epochs: Annotated[int | None, typer.Option("--freeze-backbone-epochs")] = None,
     freeze_bn: Annotated[bool | None, typer.Option("--freeze-bn/--no-freeze-bn")] = None,
     backbone_lr_mult: Annotated[float | None, typer.Option("--backbone-lr-mult")] = None,
@@ -292,6 +301,7 @@ def finetune(
         "train.eval_interval": eval_interval,
         "train.amp": amp,
         "train.compile": compile_model,
+        "train.gpu_decode": gpu_decode,
         "train.freeze_backbone_epochs": freeze_backbone_epochs,
         "train.freeze_bn": freeze_bn,
         "train.backbone_lr_mult": backbone_lr_mult,
