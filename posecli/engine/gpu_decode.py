@@ -93,9 +93,10 @@ def warp_crops(
         region = torch.zeros((1, 3, y1 - y0 + 2, x1 - x0 + 2), dtype=torch.float64, device=device)
         region[0, :, 1:-1, 1:-1] = image[:, y0:y1, x0:x1]
         rh, rw = region.shape[2], region.shape[3]
-        origin = torch.tensor([x0 - 1.0, y0 - 1.0], dtype=torch.float64, device=device)
-        scale = torch.tensor([2.0 / (rw - 1), 2.0 / (rh - 1)], dtype=torch.float64, device=device)
-        grid = (pts - origin) * scale - 1.0  # align_corners=True: -1 and 1 are the centres of the edge pixels
+        # align_corners=True: -1 and 1 are the centres of the edge pixels (Python scalars: no host-device copy)
+        gx = (pts[..., 0] - (x0 - 1.0)) * (2.0 / (rw - 1)) - 1.0
+        gy = (pts[..., 1] - (y0 - 1.0)) * (2.0 / (rh - 1)) - 1.0
+        grid = torch.stack([gx, gy], -1)
         crop = F.grid_sample(region, grid[None], mode="bilinear", padding_mode="zeros", align_corners=True)
         out[i] = torch.floor(crop[0] + _HALF_UP).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8)
     return out
