@@ -210,6 +210,7 @@ def test_finetune_gpu_decode_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         app, ["finetune", "--preset", str(path), "--device", "cuda", "--gpu-decode", "--work-dir", str(work)]
     )
     assert res.exit_code == 0, res.output
+    assert "decode + warp on the GPU" in res.output
     losses = [json.loads(x)["loss"] for x in (work / "log.jsonl").read_text().splitlines() if '"train"' in x]
     assert losses and all(np.isfinite(losses))
     assert (work / "last.pth").is_file()
