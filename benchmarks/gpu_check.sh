@@ -27,7 +27,8 @@ step "train step benchmark" 80 "$PY" benchmarks/train_step.py --device cuda --co
 step "decode benchmark" 30 "$PY" benchmarks/decode.py --device cuda
 step "device targets benchmark" 30 "$PY" benchmarks/device_targets.py --device cuda
 step "data pipeline benchmark" 40 "$PY" benchmarks/data_pipeline.py --device cuda --json
-step "train throughput (W48 384x288 bf16, real loader, 1/4/8/16 workers)" 120 "$PY" benchmarks/train_throughput.py
+step "train throughput (W48 384x288 bf16, real loader, 1/4/8/16 workers; --gpu-decode 4/16)" 120 \
+    "$PY" benchmarks/train_throughput.py --steps 20 --gpu-decode-workers 4 16
 step "demo fine-tune on CUDA" 45 "$PY" -m posecli finetune --preset demo --device cuda --work-dir "${TMPDIR:-/tmp}/posecli-gpu-demo" --overwrite
 
 echo

@@ -349,6 +349,15 @@ FinetuneCompileModel = Annotated[
     bool | None,
     _opt("--compile/--no-compile", help="Run the model through torch.compile. " + FROM_PRESET, panel=RUNTIME),
 ]
+FinetuneGpuDecode = Annotated[
+    bool | None,
+    _opt(
+        "--gpu-decode/--no-gpu-decode",
+        help="CUDA only: decode JPEGs on the GPU (nvjpeg) and warp the crops there (the same crops as OpenCV's); "
+        "other formats are decoded on the CPU and moved. " + FROM_PRESET,
+        panel=RUNTIME,
+    ),
+]
 FinetuneSyncBn = Annotated[
     bool | None,
     _opt("--sync-bn/--no-sync-bn", help="SyncBatchNorm across processes (torchrun). " + FROM_PRESET, panel=RUNTIME),

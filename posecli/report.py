@@ -288,6 +288,7 @@ class RichTrainReport:
             f"{f' ({info.backend})' if info.backend else ''}, autocast {amp_text}"
             f"{', channels_last' if memory_format == torch.channels_last else ''}"
             f"{', torch.compile' if cfg.compile else ''}"
+            f"{', JPEG decode + warp on the GPU (--gpu-decode)' if cfg.gpu_decode else ''}"
         )
         for note in data.meta.notes:  # inferred names, defaulted sigmas, dropped skeleton links
             console.print(Text(f"note: dataset meta: {note}", style="yellow" if "sigma" in note else ""))

@@ -334,6 +334,7 @@ class TrainSettings(_Strict):
     amp: Literal["auto", "bf16", "fp16", "none"] = Field("auto", description="auto = bf16 on CUDA, off on CPU")
     channels_last: bool = True
     compile: bool = False
+    gpu_decode: bool = Field(False, description="decode JPEGs (nvjpeg) and warp the crops on the GPU; CUDA only")
     sync_bn: bool = False
     log_interval: int = Field(10, ge=1)
     eval_before_train: bool = Field(False, description="evaluate the loaded model once before training (epoch 0)")

@@ -304,7 +304,7 @@ POSECLI_ONLY = {
     "data": {"synthetic", "allow_outside_img_dir"},
     "train": {
         "seed", "workers", "keypoint_map", "eval_before_train", "freeze_backbone_epochs", "backbone_lr_mult",
-        "auto_scale_lr", "amp", "channels_last", "compile",
+        "auto_scale_lr", "amp", "channels_last", "compile", "gpu_decode",
     },
 }  # fmt: skip
 

@@ -133,6 +133,26 @@ def read_image_rgb(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def read_encoded_image(path: str | Path) -> tuple[bytes, int, bool]:
+    """An image file's bytes, its width as OpenCV loads it (EXIF orientation applied; from the header) and whether
+    it is a plain JPEG that nvjpeg can decode (baseline or progressive, RGB or grey, no EXIF rotation)."""
+    from PIL import Image  # Pillow comes with matplotlib; only the header is parsed
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise PoseCliError("image file not found", path)
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            (w, h), kind, mode = im.size, im.format, im.mode
+            orientation = im.getexif().get(0x0112, 1)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise PoseCliError(f"cannot read image ({exc})", path) from None
+    width = h if orientation in (5, 6, 7, 8) else w
+    return data, int(width), kind == "JPEG" and orientation == 1 and mode in ("RGB", "L")
+
+
 def _read_json(path: str | Path, what: str) -> Any:
     """A JSON file through the size-limited reader (POSECLI_MAX_ANN_BYTES); errors name the file."""
     if not os.path.exists(path):
@@ -224,7 +244,10 @@ class TopDownCocoDataset(Dataset):
     batch on the device (``engine.batch.prepare_train_batch``, with ``codec.encode_torch``). ``with_target=True``
     is the all-on-CPU item instead (kept for comparison and tests): ``image`` (3, H, W) f32 ImageNet-normalised,
     ``target`` (K, h, w) f32 and ``target_weight`` (K, 1) f32 from ``codec.encode``. Evaluation (no
-    augmentation): ``image`` (3, H, W) f32 normalised. Every item also holds ``center`` (2,), ``scale`` (2,)
+    augmentation): ``image`` (3, H, W) f32 normalised. Training with ``encoded=True`` (``finetune --gpu-decode``):
+    no ``image`` but ``encoded`` (the file's bytes), ``decode_on_gpu`` (a plain JPEG), ``image_file``, ``matrix``
+    (2, 3) f64 (``get_affine_transform``'s, for the mirrored image when ``flip``) and ``flip``; the device decodes
+    and warps (``engine.gpu_decode``) to the very crop. Every item also holds ``center`` (2,), ``scale`` (2,)
     (200-px units, after augmentation), ``rotation`` (deg), ``keypoints`` (K, 3) f32 x, y in input pixels after
     the transforms and visibility 0/1 (what the device encodes from), ``bbox`` (4,) x, y, w, h (the clipped
     ground-truth box or the detection), ``image_id``, ``bbox_score``, ``area`` (= prod(scale * 200), what MMPose
@@ -252,6 +275,7 @@ class TopDownCocoDataset(Dataset):
         rng_seed: int | None = None,
         with_target: bool = False,
         allow_outside_img_dir: bool = False,
+        encoded: bool = False,
     ) -> None:
         self.ann_file = str(ann_file)
         self.img_dir = Path(img_dir)
@@ -264,6 +288,7 @@ class TopDownCocoDataset(Dataset):
         self.rng_seed = rng_seed
         self.with_target = with_target
         self.allow_outside_img_dir = allow_outside_img_dir
+        self.encoded = encoded and self.train and not with_target  # --gpu-decode: the device decodes and warps
         self.epoch = 0
         self.image_wh = codec.input_wh
         self.aspect_ratio = self.image_wh[0] / self.image_wh[1]
@@ -400,7 +425,13 @@ class TopDownCocoDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
-        image = read_image_rgb(s.image_file)  # (H, W, 3) uint8 RGB
+        if self.encoded:  # --gpu-decode: the file's bytes; the device decodes and warps (engine/gpu_decode.py)
+            encoded, width, on_gpu = read_encoded_image(s.image_file)
+            image = None
+        else:
+            image = read_image_rgb(s.image_file)  # (H, W, 3) uint8 RGB
+            width = image.shape[1]
+        flip = False
         center, scale = bbox_xywh_to_center_scale(s.bbox, self.aspect_ratio, BBOX_PADDING)
         keypoints, visible = s.keypoints, s.visible  # (K, 2), (K,)
         rot = 0.0
@@ -409,8 +440,8 @@ class TopDownCocoDataset(Dataset):
             rng = self._rng_for(index)
             center = random_shift_center(center, scale, d.shift_factor, d.shift_prob, rng)
             if rng.random() <= d.flip_prob and d.flip_prob > 0:
-                width = image.shape[1]
-                image = flip_image(image)
+                flip = True
+                image = None if image is None else flip_image(image)
                 keypoints, visible = flip_keypoints(keypoints, visible, width, self.meta.flip_pairs)
                 center = flip_center(center, width)
             half = random_half_body(
@@ -426,11 +457,8 @@ class TopDownCocoDataset(Dataset):
                 center, scale = half
             scale, rot = random_scale_rotation(scale, d.scale_factor, d.rot_factor, d.rot_prob, rng)
         matrix = get_affine_transform(center, scale, rot, self.image_wh)
-        crop = warp_image(image, matrix, self.image_wh)  # (H, W, 3) uint8 RGB
         keypoints = affine_keypoints(keypoints, visible, matrix)  # (K, 2) input pixels
-        uint8 = self.train and not self.with_target  # the device normalises and encodes (training step)
         item: dict[str, Any] = {
-            "image": torch.from_numpy(crop if uint8 else normalize_image(crop)),
             "center": torch.from_numpy(center.astype(np.float32)),
             "scale": torch.from_numpy(scale.astype(np.float32)),
             "rotation": float(rot),
@@ -442,6 +470,13 @@ class TopDownCocoDataset(Dataset):
             "area": float(np.prod(scale.astype(np.float32) * np.float32(200.0))),  # f32 as MMPose
             "index": index,
         }
+        if image is None:  # the matrix is for the mirrored image when ``flip``
+            item.update(encoded=encoded, decode_on_gpu=on_gpu, image_file=s.image_file, flip=flip)
+            item["matrix"] = torch.from_numpy(np.asarray(matrix, dtype=np.float64))
+        else:
+            crop = warp_image(image, matrix, self.image_wh)  # (H, W, 3) uint8 RGB
+            uint8 = self.train and not self.with_target  # the device normalises and encodes (training step)
+            item["image"] = torch.from_numpy(crop if uint8 else normalize_image(crop))
         if self.with_target:  # the all-on-CPU item
             heatmaps, weights = self.codec.encode(keypoints, visible)  # (K, h, w), (K,) x joint_weights if set
             item["target"] = torch.from_numpy(np.asarray(heatmaps, dtype=np.float32))

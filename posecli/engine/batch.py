@@ -4,7 +4,8 @@ The data loader hands over uint8 RGB crops (B, H, W, 3) and keypoints in input p
 training device, ``prepare_train_batch`` normalises the crops (ImageNet mean/std, RGB) into the model's memory
 format and encodes the heatmap targets with ``HeatmapCodec.encode_torch`` (float32, outside autocast). On a CPU
 the same functions run on CPU tensors (NumPy's exact route), so CI trains through this very code. Batches of the
-all-on-CPU item (``with_target=True``: normalised images, targets made in the workers) pass through unchanged.
+all-on-CPU item (``with_target=True``: normalised images, targets made in the workers) pass through unchanged;
+``--gpu-decode`` batches (encoded files and warp matrices) are first decoded and warped (``engine/gpu_decode.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 
 from posecli.codec import HeatmapCodec, normalize_images
+from posecli.engine.gpu_decode import decode_and_warp
 from posecli.models.topdown import TopDown
 
 
@@ -21,7 +23,10 @@ def prepare_train_batch(
     batch: dict[str, Any], device: torch.device, codec: HeatmapCodec, memory_format: torch.memory_format
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A collated batch -> images (B, 3, H, W) f32 normalised, targets (B, K, h, w) f32, weights (B, K, 1) f32."""
-    images = batch["image"].to(device, non_blocking=True)
+    if "encoded" in batch:  # --gpu-decode: the files' bytes, decoded and warped here
+        images = decode_and_warp(batch, device, codec.input_wh)  # (B, H, W, 3) uint8, the CPU path's crops
+    else:
+        images = batch["image"].to(device, non_blocking=True)
     if "target" in batch:  # the all-on-CPU item: made in the workers
         target = batch["target"].to(device, non_blocking=True)  # (B, K, h, w)
         weight = batch["target_weight"].to(device, non_blocking=True)  # (B, K, 1)

@@ -67,11 +67,13 @@ def build_dataset(
     det_bbox_thr: float = 0.0,
     rng_seed: int | None = None,
     with_target: bool = False,
+    encoded: bool = False,
 ) -> TopDownCocoDataset:
     """A top-down dataset as the ``data`` settings describe it (augmented when ``train``).
 
     Training items are uint8 crops for the device (``engine/batch.py`` normalises and encodes them);
-    ``with_target=True`` gives the all-on-CPU item instead (normalised image, targets encoded on the CPU).
+    ``with_target=True`` gives the all-on-CPU item instead (normalised image, targets encoded on the CPU);
+    ``encoded=True`` (``--gpu-decode``) the encoded file and warp matrix instead of the crop.
     """
     return TopDownCocoDataset(
         ann_file,
@@ -84,6 +86,7 @@ def build_dataset(
         rng_seed=rng_seed,
         with_target=with_target,
         allow_outside_img_dir=data.allow_outside_img_dir,
+        encoded=encoded,
     )
 
 
@@ -258,7 +261,15 @@ def build_data(settings: Settings, info: DistInfo, say: Callable[[str], None]) -
     files = resolve_data_files(settings.data, info, say)
     meta = resolve_meta(settings.dataset, files.train_ann)
     seed = settings.train.seed
-    train_set = build_dataset(files.train_ann, files.train_img_dir, meta, settings.data, train=True, rng_seed=seed)
+    train_set = build_dataset(
+        files.train_ann,
+        files.train_img_dir,
+        meta,
+        settings.data,
+        train=True,
+        rng_seed=seed,
+        encoded=settings.train.gpu_decode,
+    )
     val_set = None
     if files.val_ann is not None and files.val_img_dir is not None:
         val_set = build_dataset(

@@ -469,6 +469,8 @@ def _finetune(
     if cfg.save_best not in METRIC_NAMES and not cfg.save_best.endswith(("_AP", "_AR")):
         raise PoseCliError(f"--save-best '{cfg.save_best}' is not a metric posecli reports ({', '.join(METRIC_NAMES)})")
     seed_everything(cfg.seed + info.rank)
+    if cfg.gpu_decode and info.device.type != "cuda":
+        raise PoseCliError(f"--gpu-decode needs a CUDA device (nvjpeg decodes on the GPU); this run has {info.device}")
     if info.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels once
     data = build_data(settings, info, report.message)
