@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,9 @@ def init_distributed(requested_device: str) -> DistInfo:
 def cleanup_distributed(info: DistInfo) -> None:
     """Leave the process group (safe to call when not distributed)."""
     if info.distributed and dist.is_initialized():
+        # DDP's reducer holds the group and gloo work objects: free them while the group is alive, or a
+        # gloo thread can be torn down at interpreter exit ("terminate called without an active exception")
+        gc.collect()
         dist.destroy_process_group()
 
 

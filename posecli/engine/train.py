@@ -32,6 +32,7 @@ from posecli.engine.distributed import (
     DistInfo,
     all_gather_objects,
     all_reduce_sum,
+    barrier,
     broadcast_buffers,
     broadcast_object,
     cleanup_distributed,
@@ -407,7 +408,9 @@ def finetune(
     """
     info = init_distributed(device)
     try:
-        return _finetune(settings, Path(work_dir), info, resume, overwrite, report)
+        summary = _finetune(settings, Path(work_dir), info, resume, overwrite, report)
+        barrier(info)  # every rank is done with its collectives before the group goes
+        return summary
     finally:
         cleanup_distributed(info)
 
