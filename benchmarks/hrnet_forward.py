@@ -14,73 +14,25 @@ time other processes hold the core, so it is the steadier figure on a shared mac
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from posecli.models import build_model
-from posecli.models.hrnet import BasicBlock, Bottleneck, HRModule
 from posecli.settings import load_settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from out_of_place_hrnet import out_of_place  # noqa: E402  (the previous forwards, shared with the tests)
 
 MODELS = {  # name -> (preset, batch size)
     "w48_384x288_b2": ("hrnet_w48_coco_384x288_dark", 2),
     "demo_b32": ("demo", 32),
 }
-
-
-# ----------------------------------------------------------------------------------- the previous forwards
-def _basic_out_of_place(self: BasicBlock, x: torch.Tensor) -> torch.Tensor:
-    identity = x if self.downsample is None else self.downsample(x)
-    out = self.relu(self.bn1(self.conv1(x)))
-    return self.relu(self.bn2(self.conv2(out)) + identity)
-
-
-def _bottleneck_out_of_place(self: Bottleneck, x: torch.Tensor) -> torch.Tensor:
-    identity = x if self.downsample is None else self.downsample(x)
-    out = self.relu(self.bn1(self.conv1(x)))
-    out = self.relu(self.bn2(self.conv2(out)))
-    return self.relu(self.bn3(self.conv3(out)) + identity)
-
-
-def _hrmodule_out_of_place(self: HRModule, x: list[torch.Tensor]) -> list[torch.Tensor]:
-    x = [branch(xi) for branch, xi in zip(self.branches, x, strict=True)]
-    if self.fuse_layers is None:
-        return x
-    fused = []
-    for i, row in enumerate(self.fuse_layers):
-        y = None
-        for j, layer in enumerate(row):
-            if j == i:
-                term = x[j]
-            elif j > i:
-                term = F.interpolate(
-                    layer(x[j]), size=x[i].shape[-2:], mode=self.upsample_mode, align_corners=self.align_corners
-                )
-            else:
-                term = layer(x[j])
-            y = term if y is None else y + term
-        fused.append(self.relu(y))
-    return fused
-
-
-@contextlib.contextmanager
-def out_of_place() -> Iterator[None]:
-    """Run the previous, out-of-place forwards inside the block."""
-    saved = (BasicBlock.forward, Bottleneck.forward, HRModule.forward)
-    BasicBlock.forward, Bottleneck.forward, HRModule.forward = (  # type: ignore[method-assign]
-        _basic_out_of_place,
-        _bottleneck_out_of_place,
-        _hrmodule_out_of_place,
-    )
-    try:
-        yield
-    finally:
-        BasicBlock.forward, Bottleneck.forward, HRModule.forward = saved  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------------------------------------- timing

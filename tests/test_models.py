@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from out_of_place_hrnet import out_of_place  # tests/ is on sys.path under pytest
 from torch import nn
 
 from posecli.datasets.meta import load_builtin
@@ -25,7 +26,7 @@ from posecli.models import (
     count_parameters,
     hrnet_extra,
 )
-from posecli.models.hrnet import BasicBlock, Bottleneck, HRModule
+from posecli.models.hrnet import BasicBlock, HRModule
 from posecli.settings import ModelSettings, list_presets, load_settings
 
 torch.set_num_threads(1)
@@ -474,53 +475,9 @@ def test_fuse_layers_upsample_as_mmpose(mode: str, align_corners: bool | None) -
 
 
 # ----------------------------------------------------------------------------- in-place sums: same numbers
-def _basic_out_of_place(self: BasicBlock, x: torch.Tensor) -> torch.Tensor:
-    identity = x if self.downsample is None else self.downsample(x)
-    out = F.relu(self.bn1(self.conv1(x)))
-    return F.relu(self.bn2(self.conv2(out)) + identity)
-
-
-def _bottleneck_out_of_place(self: Bottleneck, x: torch.Tensor) -> torch.Tensor:
-    identity = x if self.downsample is None else self.downsample(x)
-    out = F.relu(self.bn1(self.conv1(x)))
-    out = F.relu(self.bn2(self.conv2(out)))
-    return F.relu(self.bn3(self.conv3(out)) + identity)
-
-
-def _hrmodule_out_of_place(self: HRModule, x: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The previous forward: every sum a new tensor, upsampled terms materialised, in MMPose's branch order."""
-    x = [branch(xi) for branch, xi in zip(self.branches, x, strict=True)]
-    if self.fuse_layers is None:
-        return x
-    fused = []
-    for i, row in enumerate(self.fuse_layers):
-        y = None
-        for j, layer in enumerate(row):
-            if j == i:
-                term = x[j]
-            elif j > i:
-                term = F.interpolate(
-                    layer(x[j]), size=x[i].shape[-2:], mode=self.upsample_mode, align_corners=self.align_corners
-                )
-            else:
-                term = layer(x[j])
-            y = term if y is None else y + term
-        fused.append(F.relu(y))
-    return fused
-
-
-def out_of_place(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Swap the in-place forwards for the out-of-place reference ones (undone at the end of the test)."""
-    monkeypatch.setattr(BasicBlock, "forward", _basic_out_of_place)
-    monkeypatch.setattr(Bottleneck, "forward", _bottleneck_out_of_place)
-    monkeypatch.setattr(HRModule, "forward", _hrmodule_out_of_place)
-
-
 @pytest.mark.parametrize("variant", ["demo", "tiny_v2", "tiny_v2_nearest"])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_in_place_forward_equals_out_of_place_bit_for_bit(
-    variant: str, channels_last: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_in_place_forward_equals_out_of_place_bit_for_bit(variant: str, channels_last: bool) -> None:
     torch.manual_seed(0)
     if variant == "demo":
         settings = load_settings("demo").model
@@ -549,12 +506,12 @@ def test_in_place_forward_equals_out_of_place_bit_for_bit(
     fast_train = fast_model(images)
     fast_train.square().mean().backward()
 
-    out_of_place(monkeypatch)
-    with torch.inference_mode():
+    with out_of_place(), torch.inference_mode():
         slow = model(images)
     slow_model = copy.deepcopy(fresh).train()
-    slow_train = slow_model(images)
-    slow_train.square().mean().backward()
+    with out_of_place():
+        slow_train = slow_model(images)
+        slow_train.square().mean().backward()
 
     assert torch.equal(fast, slow)  # eval: bit for bit
     assert torch.equal(fast_train, slow_train)  # training-mode forward: bit for bit too
