@@ -93,12 +93,7 @@ def keypoint_dataset_overrides(
     A keypoint count that contradicts the dataset is a PoseCliError naming the flag that solves it.
     """
     if dataset is not None:
-        count = dataset_keypoint_count(dataset)
-        if keypoints is not None and keypoints != count:
-            raise PoseCliError(
-                f"--keypoints {keypoints} but --dataset {dataset} has {count} keypoints: drop --keypoints, or "
-                f"{_way_out(keypoints)} instead"
-            )
+        count = _dataset_count(dataset, keypoints)
         return {"dataset": dataset, "model.head.out_channels": count}
     if keypoints is None:
         return {}
@@ -113,6 +108,17 @@ def keypoint_dataset_overrides(
     return {"model.head.out_channels": keypoints}
 
 
+def _dataset_count(dataset: str, keypoints: int | None) -> int:
+    """The keypoint count of ``--dataset``; a ``--keypoints`` that contradicts it is a PoseCliError."""
+    count = dataset_keypoint_count(dataset)
+    if keypoints is not None and keypoints != count:
+        raise PoseCliError(
+            f"--keypoints {keypoints} but --dataset {dataset} has {count} keypoints: drop --keypoints, or "
+            f"{_way_out(keypoints)} instead"
+        )
+    return count
+
+
 def choose_dataset(
     keypoints: int | None, dataset: str | None, train_ann: str | Path | None, recorded: str | None = None
 ) -> tuple[str | None, int, str]:
@@ -121,12 +127,7 @@ def choose_dataset(
     ``recorded`` is the dataset a posecli checkpoint was trained on, the last resort.
     """
     if dataset is not None:
-        count = dataset_keypoint_count(dataset)
-        if keypoints is not None and keypoints != count:
-            raise PoseCliError(
-                f"--keypoints {keypoints} but --dataset {dataset} has {count} keypoints: drop --keypoints, or "
-                f"{_way_out(keypoints)} instead"
-            )
+        count = _dataset_count(dataset, keypoints)
         return dataset, count, f"dataset {dataset} ({count} keypoints) from --dataset"
     if keypoints is not None:
         builtin = builtin_datasets_by_count().get(keypoints)
