@@ -116,8 +116,8 @@ def _argmax_and_windows_numpy(
     """CPU DARK pass over (M, H*W) maps: maxvals (M,), argmax (M,) and _blurred_windows' (blurred, negative).
 
     One read of the maps: per chunk of maps, the argmax, then the (k+4)^2 neighbourhood of each (clamped) max is
-    copied row by row while the chunk is in cache, each row one k+4-float item of a strided view, and blurred
-    horizontally at once (one GEMM), so the neighbourhoods never exist for all maps together.
+    copied row by row while the chunk is in cache, each row one k+4-float item of a strided view; squares that cross
+    a map's border get their outside zeroed afterwards. Then two GEMMs blur all squares at their 5x5 windows.
     """
     m = values.shape[0]
     half = kernel // 2 + 2  # window (2) + blur radius
@@ -131,48 +131,44 @@ def _argmax_and_windows_numpy(
         return maxvals, idx, _blurred_windows(flat, torch.from_numpy(pxc), torch.from_numpy(pyc), h, w, kernel)
     # item i of `segments` is the `size` floats lin[i : i + size] (a strided view, nothing copied)
     segments = np.ndarray((lin.size - size + 1,), np.dtype((np.void, 4 * size)), buffer=lin, strides=(4,))
-    band = _band_matrix(kernel, torch.device("cpu"))  # (P, 5)
-    row_offsets = np.arange(-half, half + 1) * w  # (P,)
-    col_offsets = np.arange(size)  # (P,)
-    maxvals = np.empty(m, np.float32)
+    offsets = np.arange(-half, half + 1) * w - half  # (P,) flat start of each row of a square, from its centre
+    base = np.arange(m) * (h * w)  # flat start of each map
     idx = np.empty(m, np.int64)
-    negative = np.empty(m, np.float32)
-    horizontal = []  # per chunk (5(x), c*P(y)): the horizontal blur at the window's 5 columns, P rows each
+    squares = np.empty((m, size), segments.dtype)  # (M, P) rows of P floats
     for a in range(0, m, _CHUNK_MAPS):
         e = min(a + _CHUNK_MAPS, m)
-        chunk = values[a:e]
-        i = chunk.argmax(axis=1)
+        i = values[a:e].argmax(axis=1)
         idx[a:e] = i
-        maxvals[a:e] = chunk[np.arange(e - a), i]
         y, x = np.divmod(i, w)
-        y, x0 = np.minimum(np.maximum(y, 2), h - 3), np.minimum(np.maximum(x, 2), w - 3) - half  # clamped centre
-        starts = ((np.arange(a, e) * h + y) * w + x0)[:, None] + row_offsets  # (c, P) flat start of each row
-        clamped = starts.clip(0, lin.size - size) if a == 0 or e == m else starts  # only the buffer's ends
-        items = segments[clamped]  # (c, P) rows of P floats, copied from cache
-        patch = items.view(np.float32).reshape(e - a, size, size)  # (c, P, P)
-        # zero what lies outside the map, as MMPose's padding (copyto, not a product: no NaN from other maps leaks in)
-        cols_out = np.flatnonzero((x0 < 0) | (x0 > w - size))
-        if cols_out.size:
-            outside = np.zeros((e - a, 1, size), bool)
-            xs = x0[cols_out, None] + col_offsets  # (n, P)
-            outside[cols_out, 0] = (xs < 0) | (xs >= w)
-            np.copyto(patch, np.float32(0.0), where=outside)
-        rows_out = np.flatnonzero((y < half) | (y > h - 1 - half))
-        if rows_out.size:
-            outside = np.zeros((e - a, size, 1), bool)
-            ys = y[rows_out, None] + row_offsets // w  # (n, P)
-            outside[rows_out, :, 0] = (ys < 0) | (ys >= h)
-            np.copyto(patch, np.float32(0.0), where=outside)
-            moved = np.flatnonzero(((clamped[rows_out] != starts[rows_out]) & (ys >= 0) & (ys < h)).any(axis=1))
-            if moved.size:  # a row inside the map whose start was clamped: copy that square the general way
-                sel = rows_out[moved]
-                patch[sel] = _neighbourhoods_numpy(chunk[sel].reshape(-1, h, w), x0[sel] + half, y[sel], half)
-        negative[a:e] = patch.reshape(e - a, -1).min(axis=1)
-        horizontal.append(band.t() @ torch.from_numpy(patch.reshape(-1, size)).t())  # (5, c*P)
-    np.maximum(-negative, 0.0, out=negative)
-    # vertical blur of the 5 columns at once: (5(x) * M, P(y)) @ (P, 5) -> (5(x), M, 5(y))
-    vertical = (torch.cat(horizontal, dim=1).view(5 * m, size) @ band).view(5, m, 5)
-    return maxvals, idx, (vertical.permute(1, 2, 0).contiguous().numpy(), negative)
+        centre = base[a:e] + np.minimum(np.maximum(y, 2), h - 3) * w + np.minimum(np.maximum(x, 2), w - 3)
+        starts = centre[:, None] + offsets  # (c, P); what lies outside the map is zeroed below
+        if a == 0 or e == m:  # only the buffer's ends can be overrun
+            starts = starts.clip(0, lin.size - size)
+        squares[a:e] = segments[starts]  # copied while the chunk is in cache
+    maxvals = lin[base + idx]
+    patch = squares.view(np.float32).reshape(m, size, size)
+    py, px = np.divmod(idx, w)
+    span = np.arange(size)
+    left = np.clip(px, 2, w - 3) - half  # map column of each square's first column
+    cols = np.flatnonzero((left < 0) | (left > w - size))
+    if cols.size:  # columns outside the map hold the neighbouring rows' pixels: zero them, as MMPose's padding
+        sub = patch[cols]
+        xs = left[cols, None] + span  # (n, P)
+        np.copyto(sub, np.float32(0.0), where=((xs < 0) | (xs >= w))[:, None, :])
+        patch[cols] = sub
+    ends = np.unique([0, m - 1])  # in the first and last maps a row start clipped at the buffer's end moved a row:
+    pxc, pyc = px[ends].clip(2, w - 3), py[ends].clip(2, h - 3)  # copy those two squares the general way
+    patch[ends] = _neighbourhoods_numpy(values[ends].reshape(-1, h, w), pxc, pyc, half)
+    top = np.clip(py, 2, h - 3) - half  # map row of each square's first row
+    ys = top[:, None] + span  # (M, P)
+    rows_out = np.flatnonzero((ys < 0) | (ys >= h))  # flat (map, row) of the rows outside the map
+    patch.reshape(-1, size)[rows_out] = 0.0
+    negative = np.maximum(-patch.reshape(m, -1).min(axis=1), np.float32(0.0))
+    band = _band_matrix(kernel, torch.device("cpu"))  # (P, 5)
+    horizontal = band.t() @ torch.from_numpy(patch.reshape(-1, size)).t()  # (5(x), M*P(y))
+    # vertical blur of the 5 columns at once: (P, 5)^T @ (5(x) * M, P(y))^T -> (5(y), 5(x), M)
+    vertical = (band.t() @ horizontal.view(5 * m, size).t()).view(5, 5, m)
+    return maxvals, idx, (vertical.permute(2, 0, 1).contiguous().numpy(), negative)
 
 
 def _max_and_argmax(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,6 +229,17 @@ def _dark_refine(
         # first-order bound of the offset change caused by log errors <= log_err: |H^-1| (|d grad| + |d H| |offset|)
         sensitivity = inv_norm * log_err * (math.sqrt(2.0) + 2.0 * np.hypot(offset[:, 0], offset[:, 1]))
     redo = np.flatnonzero(ok_np & ~(safe & apply & (sensitivity <= _MAX_ROUNDING_PX)))  # NaN and det == 0 too
+    if redo.size:  # first in float64: the bound then holds MMPose's rounding only, which keeps most of them
+        maps = flat[torch.from_numpy(redo).to(flat.device)].cpu().numpy().reshape(-1, h, w)
+        pxr, pyr = pxc.cpu().numpy()[redo], pyc.cpu().numpy()[redo]
+        blurred64, negative64 = _blurred_windows_f64(maps, pxr, pyr, kernel)
+        log64, err64, safe64 = _fast_log_windows(blurred64, negative64, maxvals.cpu().numpy()[redo], kernel, 2)
+        offset64, apply64, inv64 = _taylor_offset(log64)
+        with np.errstate(all="ignore"):
+            sens64 = inv64 * err64 * (math.sqrt(2.0) + 2.0 * np.hypot(offset64[:, 0], offset64[:, 1]))
+        kept = safe64 & apply64 & (sens64 <= _MAX_ROUNDING_PX)
+        offset[redo[kept]], apply[redo[kept]] = offset64[kept], True
+        redo = redo[~kept]
     if redo.size:
         redo_t = torch.from_numpy(redo).to(flat.device)
         exact_win = _exact_log_windows(flat[redo_t], pxc[redo_t].cpu().numpy(), pyc[redo_t].cpu().numpy(), h, w, kernel)
@@ -271,12 +278,13 @@ def _taylor_offset(log_win: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def _fast_log_windows(
-    blurred: np.ndarray, negative: np.ndarray, maxvals: np.ndarray, kernel: int
+    blurred: np.ndarray, negative: np.ndarray, maxvals: np.ndarray, kernel: int, blur_passes: int = 4
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Blurred windows (M, 5, 5) -> log_win (M, 5, 5) float32, log_err (M,) and safe (M,) for the fast path.
 
     log_err bounds the difference of log_win from MMPose's values up to a common constant (log c); safe says every
-    window value _taylor reads is positive and cannot be clamped by MMPose.
+    window value _taylor reads is positive and cannot be clamped by MMPose. ``blur_passes``: float32 blur passes
+    whose rounding counts, 4 for a float32 blur (ours and OpenCV's), 2 for a float64 one (OpenCV's only).
     """
     m = blurred.shape[0]
     b_used = blurred.reshape(m, 25)[:, _TAYLOR_PIXELS]  # (M, 13)
@@ -284,7 +292,7 @@ def _fast_log_windows(
     # c = orig_max / blurred_max is >= 1: a window whose values all exceed 2e-10 is never clamped at 1e-10.
     b_min = b_used.min(axis=1)
     safe = b_min > _SAFE_BLUR
-    log_win = np.log(np.maximum(blurred, np.float32(_SAFE_BLUR)))
+    log_win = np.log(np.maximum(blurred, np.float32(_SAFE_BLUR))).astype(np.float32)  # float64 blur: rounded once
     # Rounding model, unit roundoff u: a blur sum errs by ~sqrt(k) u sum(w |h|) per pass (ours and OpenCV's, two
     # passes each), sum(w |h|) <= b + 2 max(-h, 0); MMPose also rounds b * c and its log of |log b| + log c, we
     # round our log of |log b|.
@@ -293,7 +301,7 @@ def _fast_log_windows(
         rel_blur = 1.0 + 2.0 * negative.astype(np.float64) / np.maximum(b_min, _SAFE_BLUR)
         log_c = np.log(np.maximum(maxvals.astype(np.float64) / b_used.max(axis=1), 1.0))
     log_mag = np.abs(log_win.reshape(m, 25)[:, _TAYLOR_PIXELS]).max(axis=1).astype(np.float64)
-    log_err = u * (4 * math.sqrt(kernel) * rel_blur + 1 + 2 * log_mag + log_c)
+    log_err = u * (blur_passes * math.sqrt(kernel) * rel_blur + 1 + 2 * log_mag + log_c)
     return log_win, log_err, safe
 
 
@@ -317,6 +325,18 @@ def _blurred_windows(
     blurred = (band.t() @ rows.permute(2, 1, 0).reshape(size, -1)).view(5, m, 5).permute(1, 0, 2)  # (M, 5, 5)
     negative = (-patch.view(m, -1).amin(dim=1)).clamp_min(0.0)
     return blurred.contiguous().cpu().numpy(), negative.cpu().numpy()  # a CPU-GPU sync point
+
+
+def _blurred_windows_f64(
+    maps: np.ndarray, pxc: np.ndarray, pyc: np.ndarray, kernel: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """_blurred_windows for a few (F, H, W) host maps, computed in float64 (no rounding of ours that matters)."""
+    half = kernel // 2 + 2
+    patch = _neighbourhoods_numpy(maps, pxc, pyc, half).astype(np.float64)  # (F, P, P)
+    band = _band_matrix(kernel, torch.device("cpu")).numpy().astype(np.float64)  # (P, 5), the float32 taps exactly
+    blurred = np.einsum("fij,ia,jb->fab", patch, band, band, optimize=True)  # (F, 5(y), 5(x))
+    negative = np.maximum(-patch.reshape(len(patch), -1).min(axis=1), 0.0).astype(np.float32)
+    return blurred, negative
 
 
 def _neighbourhoods_torch(
