@@ -215,7 +215,9 @@ def _dark_refine(
     neighbourhood per keypoint (on the heatmaps' device) and drops c. What it cannot reproduce is float32 rounding
     (OpenCV's summation order, the rounding of b * c and of the log); it bounds that effect on the result, and the
     few keypoints where it could exceed _MAX_ROUNDING_PX (flat or noise-only maps, clamped windows) are redone with
-    MMPose's own recipe. The per-keypoint maths after the blur is small and runs in NumPy, like MMPose's.
+    MMPose's own recipe. Before that they are blurred again in float64, which leaves only MMPose's rounding in the
+    bound and keeps most of them (weak wide peaks under noise) off the whole-map blur. The per-keypoint maths after
+    the blur is small and runs in NumPy, like MMPose's.
     """
     ok = ok & (px > 1) & (px < w - 2) & (py > 1) & (py < h - 2)
     pxc, pyc = px.clamp(2, w - 3), py.clamp(2, h - 3)
@@ -334,7 +336,7 @@ def _blurred_windows_f64(
     half = kernel // 2 + 2
     patch = _neighbourhoods_numpy(maps, pxc, pyc, half).astype(np.float64)  # (F, P, P)
     band = _band_matrix(kernel, torch.device("cpu")).numpy().astype(np.float64)  # (P, 5), the float32 taps exactly
-    blurred = np.einsum("fij,ia,jb->fab", patch, band, band, optimize=True)  # (F, 5(y), 5(x))
+    blurred = band.T @ (patch @ band)  # (F, 5(y), 5(x))
     negative = np.maximum(-patch.reshape(len(patch), -1).min(axis=1), 0.0).astype(np.float32)
     return blurred, negative
 
