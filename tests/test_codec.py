@@ -228,33 +228,6 @@ def test_dark_matches_per_keypoint_loop(h: int, w: int, kernel: int) -> None:
     assert (coords[:, 7].numpy() == -1).all() and (coords[:, 8].numpy() == -1).all()  # max <= 0
 
 
-def test_dark_float64_recheck_keeps_weak_noisy_peaks_off_the_whole_map_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Weak wide peaks under noise fail the float32 rounding bound; redone in float64 most pass it and skip MMPose's
-    whole-map blur, and every keypoint still equals the plain per-keypoint loop."""
-    rng = np.random.default_rng(5)
-    y, x = np.mgrid[0:64, 0:48].astype(np.float32)
-    maps = np.empty((4, 16, 64, 48), dtype=np.float32)
-    for n in range(4):
-        for k in range(16):
-            cx, cy, amp = rng.uniform(12, 36), rng.uniform(12, 52), rng.uniform(0.05, 0.1)
-            maps[n, k] = amp * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * 5.0**2))
-    maps += rng.normal(0.0, 0.01, maps.shape).astype(np.float32)
-    calls = {"float64": 0, "exact": 0}
-
-    def counting(name: str, fn):  # noqa: ANN001, ANN202
-        def wrapped(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-            calls[name] += len(args[0])
-            return fn(*args, **kwargs)
-
-        return wrapped
-
-    monkeypatch.setattr(codec, "_blurred_windows_f64", counting("float64", codec._blurred_windows_f64))
-    monkeypatch.setattr(codec, "_exact_log_windows", counting("exact", codec._exact_log_windows))
-    coords, _ = decode_heatmaps(torch.from_numpy(maps), "unbiased", 17)
-    np.testing.assert_allclose(coords.numpy(), mmpose_dark_loop(maps, 17), rtol=0, atol=1e-4)
-    assert calls["float64"] >= 8 and calls["exact"] < calls["float64"] / 2, calls
-
-
 @pytest.mark.parametrize("chunk", [4, 256])
 def test_cpu_dark_neighbourhoods_at_map_and_buffer_edges(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
     """The CPU pass copies rows of the maps' shared buffer: peaks in the corners of the first and last maps, chunk

@@ -123,52 +123,58 @@ def _argmax_and_windows_numpy(
     half = kernel // 2 + 2  # window (2) + blur radius
     size = 2 * half + 1
     lin = values.reshape(-1)
-    if h < size or w < size:  # maps smaller than a square: the general route (rows below stay within the buffer)
+    if lin.size < size or h < 5 or w < 5:  # tiny inputs: the general route
         maxvals_t, idx_t = _max_and_argmax(torch.from_numpy(values))
         maxvals, idx = maxvals_t.numpy(), idx_t.numpy()
         pxc, pyc = np.clip(idx % w, 2, w - 3), np.clip(idx // w, 2, h - 3)
         flat = torch.from_numpy(values)
         return maxvals, idx, _blurred_windows(flat, torch.from_numpy(pxc), torch.from_numpy(pyc), h, w, kernel)
-    # item i of `segments` is the `size` floats lin[i : i + size] (a strided view, nothing copied)
-    segments = np.ndarray((lin.size - size + 1,), np.dtype((np.void, 4 * size)), buffer=lin, strides=(4,))
-    offsets = np.arange(-half, half + 1) * w - half  # (P,) flat start of each row of a square, from its centre
-    base = np.arange(m) * (h * w)  # flat start of each map
-    idx = np.empty(m, np.int64)
-    squares = np.empty((m, size), segments.dtype)  # (M, P) rows of P floats
-    for a in range(0, m, _CHUNK_MAPS):
-        e = min(a + _CHUNK_MAPS, m)
-        i = values[a:e].argmax(axis=1)
-        idx[a:e] = i
-        y, x = np.divmod(i, w)
-        centre = base[a:e] + np.minimum(np.maximum(y, 2), h - 3) * w + np.minimum(np.maximum(x, 2), w - 3)
-        starts = centre[:, None] + offsets  # (c, P); what lies outside the map is zeroed below
-        if a == 0 or e == m:  # only the buffer's ends can be overrun
-            starts = starts.clip(0, lin.size - size)
-        squares[a:e] = segments[starts]  # copied while the chunk is in cache
-    maxvals = lin[base + idx]
-    patch = squares.view(np.float32).reshape(m, size, size)
-    py, px = np.divmod(idx, w)
-    span = np.arange(size)
-    left = np.clip(px, 2, w - 3) - half  # map column of each square's first column
-    cols = np.flatnonzero((left < 0) | (left > w - size))
-    if cols.size:  # columns outside the map hold the neighbouring rows' pixels: zero them, as MMPose's padding
-        sub = patch[cols]
-        xs = left[cols, None] + span  # (n, P)
-        np.copyto(sub, np.float32(0.0), where=((xs < 0) | (xs >= w))[:, None, :])
-        patch[cols] = sub
-    ends = np.unique([0, m - 1])  # in the first and last maps a row start clipped at the buffer's end moved a row:
-    pxc, pyc = px[ends].clip(2, w - 3), py[ends].clip(2, h - 3)  # copy those two squares the general way
-    patch[ends] = _neighbourhoods_numpy(values[ends].reshape(-1, h, w), pxc, pyc, half)
-    top = np.clip(py, 2, h - 3) - half  # map row of each square's first row
-    ys = top[:, None] + span  # (M, P)
-    rows_out = np.flatnonzero((ys < 0) | (ys >= h))  # flat (map, row) of the rows outside the map
-    patch.reshape(-1, size)[rows_out] = 0.0
+    if h < size or w < size:  # maps smaller than a square (rows copied below could leave the buffer): square by square
+        idx = values.argmax(axis=1)
+        maxvals = values[np.arange(m), idx]
+        pxc, pyc = np.clip(idx % w, 2, w - 3), np.clip(idx // w, 2, h - 3)
+        patch = _neighbourhoods_numpy(values.reshape(m, h, w), pxc, pyc, half)
+    else:
+        # item i of `segments` is the `size` floats lin[i : i + size] (a strided view, nothing copied)
+        segments = np.ndarray((lin.size - size + 1,), np.dtype((np.void, 4 * size)), buffer=lin, strides=(4,))
+        offsets = np.arange(-half, half + 1) * w - half  # (P,) flat start of each row of a square, from its centre
+        base = np.arange(m) * (h * w)  # flat start of each map
+        idx = np.empty(m, np.int64)
+        squares = np.empty((m, size), segments.dtype)  # (M, P) rows of P floats
+        for a in range(0, m, _CHUNK_MAPS):
+            e = min(a + _CHUNK_MAPS, m)
+            i = values[a:e].argmax(axis=1)
+            idx[a:e] = i
+            y, x = np.divmod(i, w)
+            centre = base[a:e] + np.minimum(np.maximum(y, 2), h - 3) * w + np.minimum(np.maximum(x, 2), w - 3)
+            starts = centre[:, None] + offsets  # (c, P); what lies outside the map is zeroed below
+            if a == 0 or e == m:  # only the buffer's ends can be overrun
+                starts = starts.clip(0, lin.size - size)
+            squares[a:e] = segments[starts]  # copied while the chunk is in cache
+        maxvals = lin[base + idx]
+        patch = squares.view(np.float32).reshape(m, size, size)
+        py, px = np.divmod(idx, w)
+        span = np.arange(size)
+        left = np.clip(px, 2, w - 3) - half  # map column of each square's first column
+        cols = np.flatnonzero((left < 0) | (left > w - size))
+        if cols.size:  # columns outside the map hold the neighbouring rows' pixels: zero them, as MMPose's padding
+            sub = patch[cols]
+            xs = left[cols, None] + span  # (n, P)
+            np.copyto(sub, np.float32(0.0), where=((xs < 0) | (xs >= w))[:, None, :])
+            patch[cols] = sub
+        ends = np.unique([0, m - 1])  # in the first and last maps a row start clipped at the buffer's end moved a row:
+        pxc, pyc = px[ends].clip(2, w - 3), py[ends].clip(2, h - 3)  # copy those two squares the general way
+        patch[ends] = _neighbourhoods_numpy(values[ends].reshape(-1, h, w), pxc, pyc, half)
+        top = np.clip(py, 2, h - 3) - half  # map row of each square's first row
+        ys = top[:, None] + span  # (M, P)
+        rows_out = np.flatnonzero((ys < 0) | (ys >= h))  # flat (map, row) of the rows outside the map
+        patch.reshape(-1, size)[rows_out] = 0.0
     negative = np.maximum(-patch.reshape(m, -1).min(axis=1), np.float32(0.0))
     band = _band_matrix(kernel, torch.device("cpu"))  # (P, 5)
     horizontal = band.t() @ torch.from_numpy(patch.reshape(-1, size)).t()  # (5(x), M*P(y))
-    # vertical blur of the 5 columns at once: (P, 5)^T @ (5(x) * M, P(y))^T -> (5(y), 5(x), M)
-    vertical = (band.t() @ horizontal.view(5 * m, size).t()).view(5, 5, m)
-    return maxvals, idx, (vertical.permute(2, 0, 1).contiguous().numpy(), negative)
+    # vertical blur of the 5 columns at once: (5(x) * M, P(y)) @ (P, 5) -> (5(x), M, 5(y))
+    vertical = (horizontal.view(5 * m, size) @ band).view(5, m, 5)
+    return maxvals, idx, (vertical.permute(1, 2, 0).contiguous().numpy(), negative)
 
 
 def _max_and_argmax(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,9 +221,7 @@ def _dark_refine(
     neighbourhood per keypoint (on the heatmaps' device) and drops c. What it cannot reproduce is float32 rounding
     (OpenCV's summation order, the rounding of b * c and of the log); it bounds that effect on the result, and the
     few keypoints where it could exceed _MAX_ROUNDING_PX (flat or noise-only maps, clamped windows) are redone with
-    MMPose's own recipe. Before that they are blurred again in float64, which leaves only MMPose's rounding in the
-    bound and keeps most of them (weak wide peaks under noise) off the whole-map blur. The per-keypoint maths after
-    the blur is small and runs in NumPy, like MMPose's.
+    MMPose's own recipe. The per-keypoint maths after the blur is small and runs in NumPy, like MMPose's.
     """
     ok = ok & (px > 1) & (px < w - 2) & (py > 1) & (py < h - 2)
     pxc, pyc = px.clamp(2, w - 3), py.clamp(2, h - 3)
@@ -231,17 +235,6 @@ def _dark_refine(
         # first-order bound of the offset change caused by log errors <= log_err: |H^-1| (|d grad| + |d H| |offset|)
         sensitivity = inv_norm * log_err * (math.sqrt(2.0) + 2.0 * np.hypot(offset[:, 0], offset[:, 1]))
     redo = np.flatnonzero(ok_np & ~(safe & apply & (sensitivity <= _MAX_ROUNDING_PX)))  # NaN and det == 0 too
-    if redo.size:  # first in float64: the bound then holds MMPose's rounding only, which keeps most of them
-        maps = flat[torch.from_numpy(redo).to(flat.device)].cpu().numpy().reshape(-1, h, w)
-        pxr, pyr = pxc.cpu().numpy()[redo], pyc.cpu().numpy()[redo]
-        blurred64, negative64 = _blurred_windows_f64(maps, pxr, pyr, kernel)
-        log64, err64, safe64 = _fast_log_windows(blurred64, negative64, maxvals.cpu().numpy()[redo], kernel, 2)
-        offset64, apply64, inv64 = _taylor_offset(log64)
-        with np.errstate(all="ignore"):
-            sens64 = inv64 * err64 * (math.sqrt(2.0) + 2.0 * np.hypot(offset64[:, 0], offset64[:, 1]))
-        kept = safe64 & apply64 & (sens64 <= _MAX_ROUNDING_PX)
-        offset[redo[kept]], apply[redo[kept]] = offset64[kept], True
-        redo = redo[~kept]
     if redo.size:
         redo_t = torch.from_numpy(redo).to(flat.device)
         exact_win = _exact_log_windows(flat[redo_t], pxc[redo_t].cpu().numpy(), pyc[redo_t].cpu().numpy(), h, w, kernel)
@@ -280,13 +273,12 @@ def _taylor_offset(log_win: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def _fast_log_windows(
-    blurred: np.ndarray, negative: np.ndarray, maxvals: np.ndarray, kernel: int, blur_passes: int = 4
+    blurred: np.ndarray, negative: np.ndarray, maxvals: np.ndarray, kernel: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Blurred windows (M, 5, 5) -> log_win (M, 5, 5) float32, log_err (M,) and safe (M,) for the fast path.
 
     log_err bounds the difference of log_win from MMPose's values up to a common constant (log c); safe says every
-    window value _taylor reads is positive and cannot be clamped by MMPose. ``blur_passes``: float32 blur passes
-    whose rounding counts, 4 for a float32 blur (ours and OpenCV's), 2 for a float64 one (OpenCV's only).
+    window value _taylor reads is positive and cannot be clamped by MMPose.
     """
     m = blurred.shape[0]
     b_used = blurred.reshape(m, 25)[:, _TAYLOR_PIXELS]  # (M, 13)
@@ -294,7 +286,7 @@ def _fast_log_windows(
     # c = orig_max / blurred_max is >= 1: a window whose values all exceed 2e-10 is never clamped at 1e-10.
     b_min = b_used.min(axis=1)
     safe = b_min > _SAFE_BLUR
-    log_win = np.log(np.maximum(blurred, np.float32(_SAFE_BLUR))).astype(np.float32)  # float64 blur: rounded once
+    log_win = np.log(np.maximum(blurred, np.float32(_SAFE_BLUR)))
     # Rounding model, unit roundoff u: a blur sum errs by ~sqrt(k) u sum(w |h|) per pass (ours and OpenCV's, two
     # passes each), sum(w |h|) <= b + 2 max(-h, 0); MMPose also rounds b * c and its log of |log b| + log c, we
     # round our log of |log b|.
@@ -303,7 +295,7 @@ def _fast_log_windows(
         rel_blur = 1.0 + 2.0 * negative.astype(np.float64) / np.maximum(b_min, _SAFE_BLUR)
         log_c = np.log(np.maximum(maxvals.astype(np.float64) / b_used.max(axis=1), 1.0))
     log_mag = np.abs(log_win.reshape(m, 25)[:, _TAYLOR_PIXELS]).max(axis=1).astype(np.float64)
-    log_err = u * (blur_passes * math.sqrt(kernel) * rel_blur + 1 + 2 * log_mag + log_c)
+    log_err = u * (4 * math.sqrt(kernel) * rel_blur + 1 + 2 * log_mag + log_c)
     return log_win, log_err, safe
 
 
@@ -327,18 +319,6 @@ def _blurred_windows(
     blurred = (band.t() @ rows.permute(2, 1, 0).reshape(size, -1)).view(5, m, 5).permute(1, 0, 2)  # (M, 5, 5)
     negative = (-patch.view(m, -1).amin(dim=1)).clamp_min(0.0)
     return blurred.contiguous().cpu().numpy(), negative.cpu().numpy()  # a CPU-GPU sync point
-
-
-def _blurred_windows_f64(
-    maps: np.ndarray, pxc: np.ndarray, pyc: np.ndarray, kernel: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """_blurred_windows for a few (F, H, W) host maps, computed in float64 (no rounding of ours that matters)."""
-    half = kernel // 2 + 2
-    patch = _neighbourhoods_numpy(maps, pxc, pyc, half).astype(np.float64)  # (F, P, P)
-    band = _band_matrix(kernel, torch.device("cpu")).numpy().astype(np.float64)  # (P, 5), the float32 taps exactly
-    blurred = band.T @ (patch @ band)  # (F, 5(y), 5(x))
-    negative = np.maximum(-patch.reshape(len(patch), -1).min(axis=1), 0.0).astype(np.float32)
-    return blurred, negative
 
 
 def _neighbourhoods_torch(
