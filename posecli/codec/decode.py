@@ -116,8 +116,8 @@ def _argmax_and_windows_numpy(
     """CPU DARK pass over (M, H*W) maps: maxvals (M,), argmax (M,) and _blurred_windows' (blurred, negative).
 
     One read of the maps: per chunk of maps, the argmax, then the (k+4)^2 neighbourhood of each (clamped) max is
-    copied row by row while the chunk is in cache, each row one k+4-float item of a strided view, and blurred
-    horizontally at once (one GEMM), so the neighbourhoods never exist for all maps together.
+    copied row by row while the chunk is in cache, each row one k+4-float item of a strided view; squares that cross
+    a map's border get their outside zeroed afterwards. Then two GEMMs blur all squares at their 5x5 windows.
     """
     m = values.shape[0]
     half = kernel // 2 + 2  # window (2) + blur radius
@@ -129,49 +129,51 @@ def _argmax_and_windows_numpy(
         pxc, pyc = np.clip(idx % w, 2, w - 3), np.clip(idx // w, 2, h - 3)
         flat = torch.from_numpy(values)
         return maxvals, idx, _blurred_windows(flat, torch.from_numpy(pxc), torch.from_numpy(pyc), h, w, kernel)
-    # item i of `segments` is the `size` floats lin[i : i + size] (a strided view, nothing copied)
-    segments = np.ndarray((lin.size - size + 1,), np.dtype((np.void, 4 * size)), buffer=lin, strides=(4,))
+    if h < size or w < size:  # maps smaller than a square (rows copied below could leave the buffer): square by square
+        idx = values.argmax(axis=1)
+        maxvals = values[np.arange(m), idx]
+        pxc, pyc = np.clip(idx % w, 2, w - 3), np.clip(idx // w, 2, h - 3)
+        patch = _neighbourhoods_numpy(values.reshape(m, h, w), pxc, pyc, half)
+    else:
+        # item i of `segments` is the `size` floats lin[i : i + size] (a strided view, nothing copied)
+        segments = np.ndarray((lin.size - size + 1,), np.dtype((np.void, 4 * size)), buffer=lin, strides=(4,))
+        offsets = np.arange(-half, half + 1) * w - half  # (P,) flat start of each row of a square, from its centre
+        base = np.arange(m) * (h * w)  # flat start of each map
+        idx = np.empty(m, np.int64)
+        squares = np.empty((m, size), segments.dtype)  # (M, P) rows of P floats
+        for a in range(0, m, _CHUNK_MAPS):
+            e = min(a + _CHUNK_MAPS, m)
+            i = values[a:e].argmax(axis=1)
+            idx[a:e] = i
+            y, x = np.divmod(i, w)
+            centre = base[a:e] + np.minimum(np.maximum(y, 2), h - 3) * w + np.minimum(np.maximum(x, 2), w - 3)
+            starts = centre[:, None] + offsets  # (c, P); what lies outside the map is zeroed below
+            if a == 0 or e == m:  # only the buffer's ends can be overrun
+                starts = starts.clip(0, lin.size - size)
+            squares[a:e] = segments[starts]  # copied while the chunk is in cache
+        maxvals = lin[base + idx]
+        patch = squares.view(np.float32).reshape(m, size, size)
+        py, px = np.divmod(idx, w)
+        span = np.arange(size)
+        left = np.clip(px, 2, w - 3) - half  # map column of each square's first column
+        cols = np.flatnonzero((left < 0) | (left > w - size))
+        if cols.size:  # columns outside the map hold the neighbouring rows' pixels: zero them, as MMPose's padding
+            sub = patch[cols]
+            xs = left[cols, None] + span  # (n, P)
+            np.copyto(sub, np.float32(0.0), where=((xs < 0) | (xs >= w))[:, None, :])
+            patch[cols] = sub
+        ends = np.unique([0, m - 1])  # in the first and last maps a row start clipped at the buffer's end moved a row:
+        pxc, pyc = px[ends].clip(2, w - 3), py[ends].clip(2, h - 3)  # copy those two squares the general way
+        patch[ends] = _neighbourhoods_numpy(values[ends].reshape(-1, h, w), pxc, pyc, half)
+        top = np.clip(py, 2, h - 3) - half  # map row of each square's first row
+        ys = top[:, None] + span  # (M, P)
+        rows_out = np.flatnonzero((ys < 0) | (ys >= h))  # flat (map, row) of the rows outside the map
+        patch.reshape(-1, size)[rows_out] = 0.0
+    negative = np.maximum(-patch.reshape(m, -1).min(axis=1), np.float32(0.0))
     band = _band_matrix(kernel, torch.device("cpu"))  # (P, 5)
-    row_offsets = np.arange(-half, half + 1) * w  # (P,)
-    col_offsets = np.arange(size)  # (P,)
-    maxvals = np.empty(m, np.float32)
-    idx = np.empty(m, np.int64)
-    negative = np.empty(m, np.float32)
-    horizontal = []  # per chunk (5(x), c*P(y)): the horizontal blur at the window's 5 columns, P rows each
-    for a in range(0, m, _CHUNK_MAPS):
-        e = min(a + _CHUNK_MAPS, m)
-        chunk = values[a:e]
-        i = chunk.argmax(axis=1)
-        idx[a:e] = i
-        maxvals[a:e] = chunk[np.arange(e - a), i]
-        y, x = np.divmod(i, w)
-        y, x0 = np.minimum(np.maximum(y, 2), h - 3), np.minimum(np.maximum(x, 2), w - 3) - half  # clamped centre
-        starts = ((np.arange(a, e) * h + y) * w + x0)[:, None] + row_offsets  # (c, P) flat start of each row
-        clamped = starts.clip(0, lin.size - size) if a == 0 or e == m else starts  # only the buffer's ends
-        items = segments[clamped]  # (c, P) rows of P floats, copied from cache
-        patch = items.view(np.float32).reshape(e - a, size, size)  # (c, P, P)
-        # zero what lies outside the map, as MMPose's padding (copyto, not a product: no NaN from other maps leaks in)
-        cols_out = np.flatnonzero((x0 < 0) | (x0 > w - size))
-        if cols_out.size:
-            outside = np.zeros((e - a, 1, size), bool)
-            xs = x0[cols_out, None] + col_offsets  # (n, P)
-            outside[cols_out, 0] = (xs < 0) | (xs >= w)
-            np.copyto(patch, np.float32(0.0), where=outside)
-        rows_out = np.flatnonzero((y < half) | (y > h - 1 - half))
-        if rows_out.size:
-            outside = np.zeros((e - a, size, 1), bool)
-            ys = y[rows_out, None] + row_offsets // w  # (n, P)
-            outside[rows_out, :, 0] = (ys < 0) | (ys >= h)
-            np.copyto(patch, np.float32(0.0), where=outside)
-            moved = np.flatnonzero(((clamped[rows_out] != starts[rows_out]) & (ys >= 0) & (ys < h)).any(axis=1))
-            if moved.size:  # a row inside the map whose start was clamped: copy that square the general way
-                sel = rows_out[moved]
-                patch[sel] = _neighbourhoods_numpy(chunk[sel].reshape(-1, h, w), x0[sel] + half, y[sel], half)
-        negative[a:e] = patch.reshape(e - a, -1).min(axis=1)
-        horizontal.append(band.t() @ torch.from_numpy(patch.reshape(-1, size)).t())  # (5, c*P)
-    np.maximum(-negative, 0.0, out=negative)
+    horizontal = band.t() @ torch.from_numpy(patch.reshape(-1, size)).t()  # (5(x), M*P(y))
     # vertical blur of the 5 columns at once: (5(x) * M, P(y)) @ (P, 5) -> (5(x), M, 5(y))
-    vertical = (torch.cat(horizontal, dim=1).view(5 * m, size) @ band).view(5, m, 5)
+    vertical = (horizontal.view(5 * m, size) @ band).view(5, m, 5)
     return maxvals, idx, (vertical.permute(1, 2, 0).contiguous().numpy(), negative)
 
 
