@@ -262,7 +262,7 @@ def inspect_checkpoint(
 
 # ------------------------------------------------------------------------------------------------ finetune
 _FINETUNE_EXAMPLES = """\
-# the demo: synthetic data, a few minutes on a CPU
+# the demo: synthetic data, about 25 s on an idle 2-core CPU
 posecli finetune --preset demo
 # your COCO-format data, starting from an MMPose model-zoo checkpoint
 posecli finetune --keypoints 17 --load-from hrnet_w32_coco_256x192.pth \\

@@ -398,8 +398,9 @@ def detector_weights_file(name: str, cache_dir: Path | None = None, progress: Do
         return download_checkpoint(url, cache_dir, progress=progress)
     except PoseCliError as exc:
         target = cached_path(url, cache_dir)
+        message = exc.message.split("; offline?", 1)[0]  # the checkpoint hint speaks of a URL the user never gave
         raise PoseCliError(
-            f"{exc.message}. Offline? Download {url} on a machine with network access and copy it to {target} "
+            f"{message}. Offline? Download {url} on a machine with network access and copy it to {target} "
             f"(or {torch_cached}), or pass --detector-weights FILE",
             exc.path,
         ) from None

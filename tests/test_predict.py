@@ -306,6 +306,7 @@ def test_detector_weights_download_rules(
     result = predict(*args, "-o", tmp_path / "o2")
     assert result.exit_code == 2 and "--detector-weights FILE" in result.output
     assert str(cache / "none-12345678.pth") in result.output.replace("\n", "")
+    assert "instead of the URL" not in result.output  # one offline hint, in the detector's words
 
     monkeypatch.setattr(sources, "detector_weights_url", lambda name: (f"{base}/{good}", 1))
     result = predict(*args, "-o", tmp_path / "o3")
