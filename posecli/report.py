@@ -316,7 +316,7 @@ class RichTrainReport:
                 Text(
                     f"warning: the {sched.warmup} warm-up lasts {plural(sched.warmup_iters, 'iteration')}, longer than "
                     f"the whole run ({plural(total_iters, 'iteration')}): the lr never reaches {lr:.3g}; lower "
-                    "train.lr_config.warmup_iters in the preset",
+                    "train.lr_config.warmup_iters in the preset (no preset: save one with --print-config > my.yaml)",
                     style="yellow",
                 )
             )
