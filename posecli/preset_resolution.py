@@ -339,6 +339,9 @@ def _from_weights(
         groups = [load_settings(names[0]) for names in shipped_architectures().values()]
         known = ", ".join(sorted({_describe(s) for s in groups}))
         what = f"{arch} {widths}" if widths else "no HRNet backbone"
+        same_widths = any(s.model.backbone.extra.stage4.num_channels == widths for s in groups)
+        if same_widths:  # same branch widths, other stage depths (modules, blocks): say why they differ
+            what += ", with other numbers of modules or blocks per stage"
         raise PoseCliError(
             f"the checkpoint's architecture ({title}, {what}) matches no shipped preset ({known}): pass --preset "
             "PRESET.yaml describing it (`posecli presets import CONFIG.py` reads its MMPose config)",

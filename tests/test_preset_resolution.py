@@ -414,3 +414,14 @@ def test_predict_dataset_overrides_the_keypoint_set(tmp_path: Path) -> None:
     assert json.loads(plain_file.read_text())[0]["keypoints"] != default_kpts
     refused, _ = run("--dataset", "body_foot")
     assert refused.exit_code == 2 and "23 keypoints" in refused.stderr and "17" in refused.stderr
+
+
+def test_same_widths_other_depths_says_what_differs() -> None:
+    """MMPose's e2e checkpoint is a W16 with other stage depths than the demo's W16: the refusal says so."""
+    from conftest import E2E
+
+    ckpt = E2E / "small_hrnet_mmpose0x_published-8cbcc10a.pth"
+    result = runner.invoke(app, ["finetune", "--keypoints", "17", "--load-from", str(ckpt), "--print-config"])
+    assert result.exit_code == 2, result.output
+    assert "HRNet-W16 [16, 32, 64, 128], with other numbers of modules or blocks per stage" in result.output
+    assert "Traceback" not in result.output
