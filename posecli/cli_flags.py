@@ -185,7 +185,7 @@ InspectCheckpointCheckpoint = Annotated[
 ]
 InspectCheckpointPreset = Annotated[
     str | None,
-    _opt("--preset", "-p", help="Show the load plan into this preset. [default: none]", panel=MODEL),
+    _opt("--preset", "-p", help="Show the load plan into this preset. [default: none]", panel=MODEL, metavar="PRESET"),
 ]
 InspectCheckpointKeypoints = Annotated[
     int | None, _opt("--keypoints", help="Keypoints of the preset's head. " + FROM_PRESET, panel=MODEL)

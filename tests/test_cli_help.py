@@ -127,3 +127,16 @@ def test_presets_list_never_cuts_names(columns: int) -> None:
         assert name in words
         assert source is None or source.rsplit("/", 1)[-1] in words, source
         assert str(settings.model.head.out_channels) in words
+
+
+@pytest.mark.parametrize(
+    ("path", "usage"),
+    [
+        (["predict"], "Usage: posecli predict [OPTIONS] SOURCES..."),
+        (["convert-dataset"], "Usage: posecli convert-dataset [OPTIONS] [SRC]"),
+        (["inspect-checkpoint"], "Usage: posecli inspect-checkpoint [OPTIONS] CHECKPOINT"),
+        (["presets", "import"], "Usage: posecli presets import [OPTIONS] CONFIG"),
+    ],
+)
+def test_usage_names_arguments_as_their_panel_does(path: list[str], usage: str) -> None:
+    assert _help(path).splitlines()[0] == usage

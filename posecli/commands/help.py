@@ -183,8 +183,7 @@ def page_for(command: object, ctx: object, default_panel: str = "Options") -> He
     if help_row is not None:
         (list(panels.values())[-1] if panels else panels.setdefault(default_panel, [])).append(help_row)
     ordered = sorted(panels.items(), key=lambda item: item[0] != "Arguments")  # arguments first, then as declared
-    pieces = command.collect_usage_pieces(ctx)  # type: ignore[attr-defined]
-    usage = " ".join([ctx.command_path, *pieces])  # type: ignore[attr-defined]
+    usage = " ".join([ctx.command_path, *_usage_pieces(command, ctx)])  # type: ignore[attr-defined]
     return HelpPage(usage, command.help or "", ordered, command.epilog or "")  # type: ignore[attr-defined]
 
 
@@ -198,6 +197,21 @@ def group_page_for(group: object, ctx: object) -> HelpPage:
             rows.append(HelpRow([name], "", (sub.help or "").strip().split("\n")[0]))
     page.panels.append(("Commands", rows))
     return page
+
+
+def _usage_pieces(command: object, ctx: object) -> list[str]:
+    """``[OPTIONS]`` and the arguments as the Arguments panel names them: ``SOURCES...``, ``[SRC]``."""
+    pieces = []
+    params = command.get_params(ctx)  # type: ignore[attr-defined]
+    if any(getattr(p, "param_type_name", "") != "argument" for p in params):
+        pieces.append("[OPTIONS]")
+    for param in params:
+        if getattr(param, "param_type_name", "") != "argument":
+            continue
+        name = (param.metavar or param.name).upper()
+        name += "..." if param.nargs == -1 else ""
+        pieces.append(name if param.required else f"[{name}]")
+    return pieces
 
 
 # -------------------------------------------------------------------------------------------- usage errors
