@@ -471,7 +471,7 @@ def _short_repr(value: Any) -> str:
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: ``source: field.path = value: reason``."""
+    """Every problem on one line: ``source: field.path = value: reason; other.field: reason``."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -480,8 +480,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             msg = "unknown key (check the spelling; see `posecli presets show demo` for the format)"
         value = err.get("input")
         shown = "" if err["type"] in ("missing",) or isinstance(value, dict) else f" = {_short_repr(value)}"
-        lines.append(f"{source}: {loc}{shown}: {msg}")
-    return "\n".join(lines)
+        lines.append(f"{loc}{shown}: {msg}")
+    return f"{source}: " + "; ".join(lines)
 
 
 def validate_settings(data: dict[str, Any], source: str) -> Settings:

@@ -204,3 +204,16 @@ def test_help_does_not_import_torch() -> None:
     assert out.returncode == 0
     for command in ("convert-dataset", "inspect-checkpoint", "finetune", "evaluate", "presets"):
         assert command in out.stdout
+
+
+def test_several_preset_problems_make_one_line(tmp_path: Path) -> None:
+    """Missing sections and an unknown key together: one `error:` line naming the file and every problem."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("foo: 1\n")
+    result = runner.invoke(app, ["presets", "show", str(bad)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {bad}: ")
+    for problem in ("model: Field required", "data: Field required", "foo = 1: unknown key"):
+        assert problem in lines[0]
