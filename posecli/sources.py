@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from posecli.errors import PoseCliError
+from posecli.files import is_finite_number
 
 if TYPE_CHECKING:
     from posecli.checkpoints import DownloadProgress
@@ -220,12 +221,8 @@ class FileBoxes:
         return self.boxes.get(key, [])
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _check_box(value: Any, where: str, source: Path) -> tuple[float, float, float, float]:
-    if not isinstance(value, (list, tuple)) or len(value) < 4 or not all(_is_number(v) for v in value[:4]):
+    if not isinstance(value, (list, tuple)) or len(value) < 4 or not all(is_finite_number(v) for v in value[:4]):
         raise PoseCliError(f"{where}: bbox must be [x, y, w, h] finite numbers", source)
     x, y, w, h = (float(v) for v in value[:4])
     if w <= 0 or h <= 0:
@@ -300,7 +297,7 @@ def load_bbox_file(
             raise PoseCliError(f"{where}: needs a bbox (and file_name, or image_id with --ann-file)", bbox_file)
         bbox = _check_box(rec["bbox"], where, bbox_file)
         score = rec.get("score", rec.get("bbox_score", 1.0))
-        if not _is_number(score):
+        if not is_finite_number(score):
             raise PoseCliError(f"{where}: score must be a finite number", bbox_file)
         category = rec.get("category_id", person_category if person_category is not None else 1)
         if person_category is not None and category != person_category:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from posecli.errors import PoseCliError
-from posecli.files import with_article
+from posecli.files import is_whole_number, with_article
 
 MAX_CONFIG_BYTES = 1024**2  # real configs are a few KB
 MAX_BASE_DEPTH = 16  # _base_ chains are 2-3 levels deep in practice
@@ -263,9 +263,9 @@ class _Evaluator:
             return result
         if isinstance(op, ast.Add) and type(left) is type(right) and isinstance(left, (list, tuple, str)):
             result = left + right
-        elif isinstance(op, ast.Mult) and isinstance(left, (list, tuple, str)) and _is_int(right):
+        elif isinstance(op, ast.Mult) and isinstance(left, (list, tuple, str)) and is_whole_number(right):
             result = left * right if len(left) * max(right, 0) <= MAX_ITEMS else None
-        elif isinstance(op, ast.Mult) and isinstance(right, (list, tuple, str)) and _is_int(left):
+        elif isinstance(op, ast.Mult) and isinstance(right, (list, tuple, str)) and is_whole_number(left):
             result = right * left if len(right) * max(left, 0) <= MAX_ITEMS else None
         else:
             raise self.refuse(
@@ -296,16 +296,12 @@ class _Evaluator:
         return "".join(out)
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _bounded_pow(a: float, b: float) -> float:
-    if _is_int(a) and _is_int(b) and (abs(b) > 256 or abs(a).bit_length() > 64):
+    if is_whole_number(a) and is_whole_number(b) and (abs(b) > 256 or abs(a).bit_length() > 64):
         raise OverflowError("exponent or base too large")
     return a**b
 
