@@ -181,18 +181,22 @@ def _flat_keypoints(entry: dict[str, Any], k: int, label: str, source: str) -> l
     return values
 
 
-def _load_gt(gt: dict[str, Any] | str | Path, meta: DatasetMeta, allow_outside_img_dir: bool = True) -> _GroundTruth:
+def _load_gt(
+    gt: dict[str, Any] | str | Path, meta: DatasetMeta, allow_outside_img_dir: bool = True, report: Any = None
+) -> _GroundTruth:
     """Validate a COCO keypoint ground truth (dict or file) with posecli's COCO rules; every person as (K, 3).
 
     The rules are posecli.datasets.coco_format's (the verdict of `convert-dataset --check`); image paths matter
     only where images are read, so ``allow_outside_img_dir`` is on unless a command that reads none says otherwise.
-    A person without ``area`` gets 0.53 x box area for OKS (MMPose's rule), as everywhere.
+    A person without ``area`` gets 0.53 x box area for OKS (MMPose's rule), as everywhere. ``report``: the
+    coco_format report of a caller that has already validated ``gt`` (not validated twice).
     """
     from posecli.datasets.coco_format import effective_area, require_valid_coco
 
     source = "ground truth" if isinstance(gt, dict) else str(gt)
     data = gt if isinstance(gt, dict) else load_json_file(gt, "annotation file")
-    report = require_valid_coco(data, source, allow_outside_img_dir=allow_outside_img_dir)
+    if report is None:
+        report = require_valid_coco(data, source, allow_outside_img_dir=allow_outside_img_dir)
     k = meta.num_keypoints
     people: list[_GtPerson] = []
     for i, ann in enumerate(data["annotations"]):
@@ -564,11 +568,11 @@ def score_results_file(
     from posecli.datasets.coco_format import require_valid_coco
 
     gt_data = load_json_file(ann_file, "annotation file")
-    require_valid_coco(gt_data, ann_file, allow_outside_img_dir)  # the verdict of --check, before the meta is read
+    report = require_valid_coco(gt_data, ann_file, allow_outside_img_dir)  # --check's verdict, before the meta
     raw = load_json_file(predictions, "results file")
     meta = resolve_meta(dataset, ann_file) if dataset is not None else infer_meta(raw, gt_data, ann_file)
     try:
-        truth = _load_gt(gt_data, meta, allow_outside_img_dir)
+        truth = _load_gt(gt_data, meta, allow_outside_img_dir, report=report)
     except PoseCliError as exc:
         raise PoseCliError(exc.message, ann_file) from None
     try:
